@@ -1,0 +1,3 @@
+from vislab.cli import main
+
+raise SystemExit(main())

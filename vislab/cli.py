@@ -1,0 +1,120 @@
+"""The `vislab` command: train, eval, predict, models, datasets. User mistakes exit 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vislab.errors import VislabError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise VislabError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="vislab", description="Train, evaluate and use image classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    train = commands.add_parser("train", help="train a model (default: small_cnn on the embedded digits)")
+    train.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. model=resnet20 optim.lr=0.1")
+    train.add_argument("--config", help="a YAML recipe to start from")
+    train.add_argument("--resume", metavar="RUN", help="continue runs/<name> from its last checkpoint")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    evaluate = commands.add_parser("eval", help="evaluate a run or checkpoint on a split")
+    evaluate.add_argument("run", metavar="RUN_OR_CKPT")
+    evaluate.add_argument("--split", choices=["train", "val", "test"], default="val")
+    evaluate.add_argument("overrides", nargs="*", help="e.g. data=folder:PATH to evaluate on other data")
+
+    predict = commands.add_parser("predict", help="classify images with a run or checkpoint")
+    predict.add_argument("run", metavar="RUN_OR_CKPT")
+    predict.add_argument("target", metavar="IMAGE_OR_DIR")
+    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--out", type=Path, help="write predictions to a .csv or .json file")
+
+    commands.add_parser("models", help="list the registered models")
+    commands.add_parser("datasets", help="list the datasets and whether each is on disk")
+    return parser
+
+
+def run_train(args) -> None:
+    from vislab.config import load_config, parse_overrides, to_yaml
+    from vislab.train import resume_config, train
+
+    if args.resume:
+        if args.config:
+            raise VislabError("--resume uses the run's own config.yaml; drop --config")
+        config, _ = resume_config(Path(args.resume), parse_overrides(args.overrides))
+    else:
+        config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(config), end="")
+        return
+    run_dir = train(config, resume=Path(args.resume) if args.resume else None)
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        print(f"{run_dir}: best val top-1 {summary['best_val_top1']:.4f} (epoch {summary['best_epoch']}), "
+              f"final {summary['final_val_top1']:.4f}, {summary['wall_time_s']:.0f}s")  # fmt: skip
+
+
+def run_eval(args) -> None:
+    from vislab.evaluate import evaluate
+
+    result = evaluate(args.run, args.split, args.overrides)
+    print(f"{args.split}: loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
+          f"macro F1 {result['macro_f1']:.4f}  ({result['images']} images)")  # fmt: skip
+
+
+def run_predict(args) -> None:
+    from vislab.predict import OUTPUT_FORMATS, predict, write_predictions
+
+    if args.out is not None and args.out.suffix not in OUTPUT_FORMATS:
+        raise VislabError(f"--out must end in {' or '.join(OUTPUT_FORMATS)}, not '{args.out.suffix or args.out.name}'")
+    rows = predict(args.run, args.target, args.topk)
+    for row in rows:
+        print(row["file"], "  ".join(f"{t['class']} {t['prob']:.3f}" for t in row["top"]))
+    if args.out is not None:
+        write_predictions(rows, args.out)
+
+
+def run_models(args) -> None:
+    from vislab.models import count_parameters, create_model, registered_models
+
+    print(f"{'model':<18} {'params (10 classes)':>20} {'input':>6}  family")
+    for name, entry in registered_models().items():
+        params = count_parameters(create_model(name, 10, 3, entry.input_size))
+        print(f"{name:<18} {params:>20,} {entry.input_size:>6}  {entry.family}")
+    print("timm:<name>        any timm model, e.g. timm:resnet18 (see timm.list_models())")
+
+
+def run_datasets(args) -> None:
+    from vislab.data import default_data_dir, registered_datasets
+
+    data_dir = default_data_dir()
+    for name, entry in registered_datasets().items():
+        shown = "folder:PATH" if name == "folder" else name
+        present = "-" if name == "folder" else ("present" if entry.is_present(data_dir) else "not downloaded")
+        print(f"{shown:<12} {present:<15} {entry.description}")
+    print(f"data_dir: {data_dir}")
+
+
+COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "models": run_models,
+            "datasets": run_datasets}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except VislabError as error:
+        print(f"vislab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vislab: interrupted", file=sys.stderr)
+        return 130
+    return 0

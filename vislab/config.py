@@ -1,0 +1,189 @@
+"""The one typed config of a run. Recipes are YAML files of it; CLI overrides are its dotted keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vislab.errors import VislabError, unknown_name
+
+
+class Section(BaseModel):
+    # Unknown keys are errors, not silently ignored typos; numbers given for text fields become text.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_assignment=True)
+
+
+class AugmentConfig(Section):
+    """Training-time augmentation. `None` means "the dataset's default", filled in by `resolve_defaults`."""
+
+    crop_padding: int | None = None  # random crop of the native size after zero-padding by this many pixels
+    hflip: bool | None = None
+    color_jitter: float | None = None  # strength of brightness/contrast/saturation jitter, 0 = off
+    randaugment_n: int | None = None  # ops per image, 0 = off
+    randaugment_m: int | None = Field(None, ge=0, le=30)  # magnitude on RandAugment's 0..30 scale
+    cutout: int | None = None  # side of the square cut out, 0 = off
+    mixup: float | None = None  # Beta(alpha, alpha) of MixUp, 0 = off
+    cutmix: float | None = None  # Beta(alpha, alpha) of CutMix, 0 = off
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SchedConfig(Section):
+    name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"] = "cosine"
+    warmup_epochs: float = 0.0  # linear warm-up before step/multistep/cosine; cosine + warm-up is the seed recipe
+    min_lr: float = 0.0
+    step_size: int = 30  # step
+    milestones: list[int] = Field(default_factory=lambda: [30, 60, 80])  # multistep
+    gamma: float = 0.1  # step, multistep, plateau
+    patience: int = 5  # plateau, in epochs
+
+
+class EarlyStoppingConfig(Section):
+    patience: int = 0  # epochs without improvement before stopping; 0 = off
+    monitor: Literal["val_top1", "val_top5", "val_loss"] = "val_top1"
+    mode: Literal["max", "min"] = "max"
+    min_delta: float = 0.0
+
+
+class TrainerConfig(Section):
+    """How the run executes; passed to Lightning's Trainer."""
+
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"  # e.g. ddp, ddp_spawn; on CPU DDP uses gloo
+    num_nodes: int = 1
+    precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, else 16-mixed on GPU, 32-true on CPU
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    ema_decay: float | None = None  # e.g. 0.999: evaluate and save an exponential moving average of the weights
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    progress_bar: bool = True
+    limit_train_batches: float | int = 1.0  # fraction or count of batches per epoch, for smoke runs
+    limit_val_batches: float | int = 1.0
+
+
+class Config(Section):
+    task: Literal["classification"] = "classification"
+    data: str = "digits"  # a registered dataset name, or folder:PATH
+    data_dir: str | None = None  # where datasets are downloaded; default: the user cache dir
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # held out from train when a dataset has no val split
+    skip_bad_images: bool = False  # warn and skip unreadable images instead of stopping
+    image_size: int | None = None  # resize to this square size; default: the dataset's native size
+    in_memory: bool | None = None  # hold the dataset as one uint8 tensor; default: when it fits
+    num_workers: int = 4  # DataLoader workers for streamed (not in-memory) datasets
+    mean: list[float] | None = None  # per-channel normalisation; default: computed on the train split
+    std: list[float] | None = None
+
+    model: str = "small_cnn"
+    model_args: dict[str, Any] = Field(default_factory=dict)  # keyword options of the model constructor
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    seed: int = 0
+    name: str | None = None  # run name; default: <data>-<model>-<n>
+    runs_dir: str = "runs"
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    sched: SchedConfig = Field(default_factory=SchedConfig)
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+def dotted_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every settable key of the config, nested sections written with dots."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            keys += dotted_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def parse_overrides(words: list[str]) -> dict[str, Any]:
+    """Turns `key=value` words into a nested dict; values are read as YAML (numbers, lists, booleans)."""
+    nested: dict[str, Any] = {}
+    for word in words:
+        key, sep, text = word.partition("=")
+        if not sep or not key:
+            raise VislabError(f"override '{word}' is not of the form key=value")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        *parents, leaf = key.split(".")
+        target = nested
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise VislabError(f"override '{word}' conflicts with another override of '{part}'")
+        target[leaf] = value
+    return nested
+
+
+def merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merges `updates` into a copy of `base`; nested sections merge, everything else is replaced."""
+    merged = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "model_args":
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise VislabError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise VislabError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise VislabError(f"{path} must hold a mapping of config keys, not a {type(loaded).__name__}")
+    return loaded
+
+
+def build_config(values: dict[str, Any]) -> Config:
+    """Validates a nested dict into a Config, with one readable line for the first problem."""
+    try:
+        return Config.model_validate(values)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        key = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            raise unknown_name("config key", key, dotted_keys()) from None
+        given = problem.get("input")
+        raise VislabError(f"config key '{key}': {problem['msg'].lower()} (got {given!r})") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The config of a run: defaults, then the YAML file, then `key=value` overrides."""
+    values = read_yaml(path) if path else {}
+    return build_config(merge(values, parse_overrides(overrides or [])))
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(to_yaml(config))
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,82 @@
+"""Datasets vislab knows by name: the embedded digits, and CIFAR-10/100 through torchvision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vislab.data.registry import DatasetEntry, LoadRequest, register_dataset
+from vislab.data.splits import Split, Splits, stratified_split
+from vislab.errors import VislabError
+
+SMALL_PHOTO_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9,
+                           cutout=0, mixup=0.0, cutmix=0.0)  # fmt: skip
+# Digits are 8x8: a one-pixel shift is a real variation, a mirror image is a different glyph.
+DIGITS_AUGMENT = dict(SMALL_PHOTO_AUGMENT, crop_padding=1, hflip=False)
+
+
+def resize_all(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resizes a uint8 batch to size x size (for models that need a larger input)."""
+    if size is None or images.shape[-1] == size:
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def load_digits(request: LoadRequest) -> Splits:
+    """scikit-learn's 1,797 real 8x8 handwritten digits (values 0..16), shipped inside scikit-learn."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    images = torch.from_numpy(digits.images).mul(255 / 16).round().to(torch.uint8).unsqueeze(1)
+    everything = Split(torch.from_numpy(digits.target).long(), resize_all(images, request.image_size))
+    train, val = stratified_split(everything, request.val_fraction)
+    return Splits([str(d) for d in range(10)], 1, train.images.shape[-1], train, val)
+
+
+def load_cifar(request: LoadRequest, hundred: bool) -> Splits:
+    """CIFAR from torchvision (downloaded with an MD5 check, reused when present). Val is held out
+    from train; the official test set stays untouched for `vislab eval --split test`."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    dataset_class = CIFAR100 if hundred else CIFAR10
+    root = request.data_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        train_set = dataset_class(root, train=True, download=True)  # verifies the MD5 first, downloads if needed
+        test_set = dataset_class(root, train=False)
+    except (OSError, RuntimeError) as error:
+        raise VislabError(f"could not get {dataset_class.__name__} into {root}: {error}") from None
+
+    def to_split(dataset) -> Split:
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        return Split(torch.tensor(dataset.targets, dtype=torch.long), resize_all(images, request.image_size))
+
+    train, val = stratified_split(to_split(train_set), request.val_fraction)
+    return Splits(list(train_set.classes), 3, train.images.shape[-1], train, val, to_split(test_set))
+
+
+def cifar_present(root: Path, hundred: bool) -> bool:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    try:
+        (CIFAR100 if hundred else CIFAR10)(root, train=False, download=False)
+    except RuntimeError:
+        return False
+    return True
+
+
+register_dataset(
+    DatasetEntry("digits", load_digits, lambda _: True, "8x8 handwritten digits, 10 classes (embedded)",
+                 DIGITS_AUGMENT)  # fmt: skip
+)
+register_dataset(
+    DatasetEntry("cifar10", lambda r: load_cifar(r, False), lambda d: cifar_present(d, False),
+                 "CIFAR-10, 32x32, 10 classes (downloads 163 MB)", SMALL_PHOTO_AUGMENT)  # fmt: skip
+)
+register_dataset(
+    DatasetEntry("cifar100", lambda r: load_cifar(r, True), lambda d: cifar_present(d, True),
+                 "CIFAR-100, 32x32, 100 classes (downloads 161 MB)", SMALL_PHOTO_AUGMENT)  # fmt: skip
+)

@@ -1,0 +1,95 @@
+"""`folder:PATH`: any ImageFolder tree, split into train/val(/test) and decoded into memory when it fits."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vislab.data.images import is_image_file, read_images
+from vislab.data.registry import DatasetEntry, LoadRequest, register_dataset
+from vislab.data.splits import Split, Splits, fits_in_memory, stratified_split
+from vislab.errors import VislabError
+
+LARGE_IMAGE_DEFAULT_SIZE = 224  # photos larger than this are resized to the usual ImageNet input size
+FOLDER_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9,
+                      cutout=0, mixup=0.0, cutmix=0.0)  # fmt: skip
+
+
+def class_folders(root: Path) -> dict[str, list[Path]]:
+    """Class name -> its image files, for every subfolder that holds at least one image."""
+    classes = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+        if files:
+            classes[folder.name] = files
+    return classes
+
+
+def labelled_files(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[Path], list[int]]:
+    found = class_folders(root)
+    if not found:
+        raise VislabError(f"no class folders with images in {root} (expected {root}/<class>/<image>)")
+    if classes is None:
+        classes = list(found)
+        if len(classes) < 2:
+            raise VislabError(f"{root} has only one class folder ({classes[0]}); a classifier needs at least two")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise VislabError(f"{root} has class folders not in the training set: {', '.join(unknown)}")
+    files = [f for name in classes for f in found.get(name, [])]
+    labels = [index for index, name in enumerate(classes) for _ in found.get(name, [])]
+    return classes, files, labels
+
+
+def native_size(first_file: Path) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(first_file) as image:
+                side = min(image.size)
+        except OSError as error:
+            raise VislabError(f"cannot read image {first_file}: {error}") from None
+    return side if side <= 256 else LARGE_IMAGE_DEFAULT_SIZE
+
+
+def load_folder(request: LoadRequest) -> Splits:
+    root = request.path
+    if root is None or not root.exists():
+        raise VislabError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise VislabError(f"dataset path is not a folder: {root}")
+    has_train = (root / "train").is_dir()
+    classes, files, labels = labelled_files(root / "train" if has_train else root)
+    size = request.image_size or native_size(files[0])
+    in_memory = request.in_memory
+    if in_memory is None:
+        in_memory = fits_in_memory(len(files), 3, size)
+
+    skipped: list[Path] = []
+
+    def make_split(split_files: list[Path], split_labels: list[int]) -> Split:
+        labels_tensor = torch.tensor(split_labels, dtype=torch.long)
+        if not in_memory:
+            return Split(labels_tensor, files=split_files)
+        tensors, bad = read_images(split_files, 3, size, request.skip_bad_images)
+        skipped.extend(bad)
+        keep = [i for i, t in enumerate(tensors) if t is not None]
+        if not keep:
+            raise VislabError(f"none of the {len(split_files)} images under {root} could be read")
+        return Split(labels_tensor[keep], torch.stack([tensors[i] for i in keep]))
+
+    train = make_split(files, labels)
+    if (root / "val").is_dir():
+        val = make_split(*labelled_files(root / "val", classes)[1:])
+    else:
+        train, val = stratified_split(train, request.val_fraction)
+    test = make_split(*labelled_files(root / "test", classes)[1:]) if (root / "test").is_dir() else None
+    return Splits(classes, 3, size, train, val, test, skipped)
+
+
+register_dataset(
+    DatasetEntry("folder", load_folder, lambda _: True, "any ImageFolder tree: folder:PATH", FOLDER_AUGMENT)
+)

@@ -1,0 +1,87 @@
+"""Reading image files into uint8 tensors, with errors that name the file."""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from vislab.errors import VislabError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def open_image(path: Path, channels: int) -> Image.Image:
+    """Opens and fully decodes an image as RGB (3 channels) or grayscale (1), whatever its mode:
+    palette, RGBA, CMYK, 16-bit and grayscale files all convert."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns about palette transparency; the conversion is intended
+            with Image.open(path) as image:
+                image.load()
+                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                    image = composite_on_white(image)
+                return image.convert("L" if channels == 1 else "RGB")
+    except FileNotFoundError:
+        raise VislabError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise VislabError(f"cannot read image {path}: {error}") from None
+
+
+def composite_on_white(image: Image.Image) -> Image.Image:
+    """Transparent pixels become white rather than whatever colour hides under alpha 0."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image as a CHW uint8 tensor."""
+    array = np.asarray(image, dtype=np.uint8)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resizes the shorter side to `size` and crops the centre square (the usual evaluation transform)."""
+    width, height = image.size
+    if (width, height) == (size, size):
+        return image
+    scale = size / min(width, height)
+    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def read_image(path: Path, channels: int, size: int | None = None) -> torch.Tensor:
+    image = open_image(path, channels)
+    return to_tensor(resize_center_crop(image, size) if size else image)
+
+
+def read_images(
+    paths: list[Path], channels: int, size: int | None, skip_bad: bool
+) -> tuple[list[torch.Tensor | None], list[Path]]:
+    """Decodes many images in parallel threads (PIL releases the GIL while decoding).
+    Returns one tensor per path (None for skipped ones) and the paths that could not be read."""
+
+    def read(path: Path) -> torch.Tensor | None:
+        try:
+            return read_image(path, channels, size)
+        except VislabError:
+            if not skip_bad:
+                raise
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        tensors = list(pool.map(read, paths, chunksize=64))
+    bad = [path for path, tensor in zip(paths, tensors) if tensor is None]
+    return tensors, bad

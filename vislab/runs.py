@@ -1,0 +1,128 @@
+"""The run folder: its name, the per-epoch metrics.csv, and summary.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import re
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+import vislab
+from vislab.errors import VislabError
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "epoch_time_s"]
+
+
+def create_run_dir(runs_dir: str | Path, name: str | None, data: str, model: str) -> Path:
+    """Creates runs/<name>; without a name, <data>-<model>-<n> with the first free n. Never reuses a folder."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if name:
+        path = runs_dir / name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise VislabError(f"run folder {path} already exists: pick another name= or --resume it") from None
+        return path
+    stem = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{Path(data.removeprefix('folder:')).name}-{model}").strip("_")
+    for number in range(1, 100_000):
+        path = runs_dir / f"{stem}-{number}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise VislabError(f"no free run name under {runs_dir}")
+
+
+class EpochLog(L.Callback):
+    """Writes one metrics.csv row per epoch. The rows also live in the checkpoint, so a resumed run
+    rewrites exactly the history its checkpoint saw, with no duplicate or missing epochs."""
+
+    def __init__(self, path: Path, train_size: int):
+        self.path, self.train_size = path, train_size
+        self.rows: list[dict] = []
+        self.epoch_start = self.fit_start = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # Wall time accumulates across resumes: this session starts where the checkpoint's clock stopped.
+        self.fit_start = time.perf_counter() - (self.rows[-1]["wall_time_s"] if self.rows else 0.0)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {"epoch": trainer.current_epoch}
+        row |= {k: round(metrics[k], 6) for k in METRIC_COLUMNS[1:6] if k in metrics}
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        row["epoch_time_s"] = round(time.perf_counter() - self.epoch_start, 3)
+        row["wall_time_s"] = round(time.perf_counter() - self.fit_start, 3)
+        row["train_images"] = trainer.num_training_batches * trainer.train_dataloader.batch_size * trainer.world_size
+        self.rows.append(row)
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        with open(self.path, "w", newline="") as file:
+            writer = csv.DictWriter(file, METRIC_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+def summarize(rows: list[dict], monitor: str, mode: str, extra: dict) -> dict:
+    """The run's headline numbers; accuracies are fractions in 0..1."""
+    if not rows:
+        raise VislabError("the run finished no epoch, so there is nothing to summarise")
+    pick = max if mode == "max" else min
+    best = pick(rows, key=lambda r: r.get(monitor, float("nan")))
+    final = rows[-1]
+    train_time = sum(r["epoch_time_s"] for r in rows)
+    return {
+        "best_epoch": best["epoch"],
+        "best_val_top1": best.get("val_top1"),
+        "best_val_top5": best.get("val_top5"),
+        "final_val_top1": final.get("val_top1"),
+        "final_val_top5": final.get("val_top5"),
+        "final_val_loss": final.get("val_loss"),
+        "final_train_loss": final.get("train_loss"),
+        "epochs_run": len(rows),
+        "wall_time_s": final["wall_time_s"],
+        "train_time_s": round(train_time, 2),
+        "train_images_per_s": round(sum(r["train_images"] for r in rows) / max(train_time, 1e-9), 1),
+        **extra,
+    }
+
+
+def environment() -> dict:
+    import lightning
+    import torchvision
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    return {
+        "device": device,
+        "versions": {
+            "vislab": vislab.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__,
+        },
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    temporary.replace(path)

@@ -1,0 +1,79 @@
+"""Image classification as a LightningModule: batched augmentation on the device, cross-entropy
+with label smoothing and soft MixUp/CutMix targets, top-1/top-5 from torchmetrics."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from vislab.config import Config
+from vislab.data.augment import BatchAugment
+from vislab.optim import create_optimizer, create_scheduler
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Every epoch's randomness (augmentation, dropout, MixUp) derives from (seed, epoch) alone,
+    which is what lets a resumed run draw exactly the numbers the uninterrupted run drew."""
+    return seed * 100_003 + epoch
+
+
+class ClassificationTask(L.LightningModule):
+    def __init__(self, model: nn.Module, config: Config, batch_augment: BatchAugment, meta: dict):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.batch_augment = batch_augment
+        self.meta = meta  # what predict needs without the dataset: classes, normalisation, input size
+        num_classes = len(meta["classes"])
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_top1 = MulticlassAccuracy(num_classes, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            inputs, targets = self.batch_augment(images, labels)
+        else:
+            inputs, targets = self.batch_augment.normalize(images), labels
+        if self.config.trainer.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets, labels
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(epoch_seed(self.config.seed, self.current_epoch))
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        inputs, targets, labels = batch
+        logits = self.model(inputs)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+        # With MixUp/CutMix the targets are soft; accuracy is against the dominant label of each mix.
+        hard = targets.argmax(1) if targets.ndim == 2 else targets
+        self.train_acc(logits, hard)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        inputs, _, labels = batch
+        logits = self.model(inputs)
+        self.val_top1(logits, labels)
+        self.val_top5(logits, labels)
+        self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val_top1", self.val_top1, on_epoch=True, prog_bar=True)
+        self.log("val_top5", self.val_top5, on_epoch=True)
+
+    def configure_optimizers(self):
+        optimizer = create_optimizer(self.model.parameters(), self.config.optim)
+        total = self.trainer.estimated_stepping_batches
+        per_epoch = max(1, int(total // self.trainer.max_epochs))
+        scheduler = create_scheduler(optimizer, self.config.sched, self.config.optim.lr, int(total), per_epoch)
+        return [optimizer] if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vislab"] = self.meta

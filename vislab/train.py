@@ -1,0 +1,155 @@
+"""`vislab train`: config -> data + model -> task -> Lightning Trainer -> run folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from vislab.checkpoint import AtomicCheckpointIO, read_checkpoint
+from vislab.config import Config, build_config, merge, read_yaml, save_config
+from vislab.data import load_splits, resolve_defaults
+from vislab.data.augment import BatchAugment
+from vislab.data.module import ImageDataModule
+from vislab.errors import VislabError
+from vislab.models import count_parameters, create_model
+from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
+from vislab.tasks.classification import ClassificationTask
+
+RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how DDP worker processes find the folder that rank 0 created
+
+
+def resolve_precision(config: Config) -> str:
+    if config.trainer.precision != "auto":
+        return config.trainer.precision
+    on_gpu = config.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Trainer:
+    t = config.trainer
+    stopping = config.early_stopping
+    callbacks: list[L.Callback] = [
+        epoch_log,
+        # Saved at the end of each training epoch, after validation and the metrics row, so that the
+        # checkpoint holds the whole epoch: weights, optimizer, schedule, early-stopping and metrics history.
+        ModelCheckpoint(
+            run_dir / "checkpoints", filename="best", monitor=stopping.monitor, mode=stopping.mode,
+            save_last=True, save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False,
+        ),  # fmt: skip
+    ]
+    if stopping.patience:
+        callbacks.append(
+            EarlyStopping(stopping.monitor, stopping.min_delta, stopping.patience, mode=stopping.mode,
+                          check_on_train_epoch_end=True)  # fmt: skip
+        )
+    if t.ema_decay:
+        callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay)))
+    if t.progress_bar:
+        callbacks.append(TQDMProgressBar())
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=resolve_precision(config),
+        max_epochs=config.epochs,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        deterministic=t.deterministic,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(run_dir, name="", version="tensorboard", default_hp_metric=False),
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # our DataModule shards with a seeded DistributedSampler itself
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        default_root_dir=run_dir,
+    )
+
+
+def is_worker_process() -> bool:
+    """True in the extra processes Lightning launches for DDP: they join rank 0's run folder."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def resume_config(run_dir: Path, overrides: dict) -> tuple[Config, Path]:
+    """The saved config of a run to resume (overrides applied) and its last checkpoint."""
+    if not run_dir.is_dir():
+        raise VislabError(f"cannot resume {run_dir}: no such run folder")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise VislabError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
+    read_checkpoint(last, task="classification")
+    return build_config(merge(read_yaml(run_dir / "config.yaml"), overrides)), last
+
+
+def train(config: Config, resume: Path | None = None) -> Path:
+    """Trains a classifier and returns its run folder."""
+    quiet_lightning()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    splits = load_splits(config)
+    config = resolve_defaults(config, splits)
+    num_classes = len(splits.classes)
+    model = create_model(config.model, num_classes, splits.channels, splits.image_size, **config.model_args)
+    if config.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    meta = {
+        "task": config.task, "classes": splits.classes, "channels": splits.channels,
+        "image_size": splits.image_size, "mean": config.mean, "std": config.std,
+        "model": config.model, "model_args": config.model_args, "config": config.model_dump(mode="json"),
+    }  # fmt: skip
+    augment = BatchAugment(config.augment, config.mean, config.std, num_classes,
+                           per_image_in_workers=not splits.train.in_memory)  # fmt: skip
+    task = ClassificationTask(torch.compile(model) if config.trainer.compile else model, config, augment, meta)
+    datamodule = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment)
+
+    created = resume is None and not is_worker_process()
+    if resume is not None:
+        run_dir = resume
+    elif is_worker_process():
+        run_dir = Path(os.environ[RUN_DIR_ENV])
+    else:
+        run_dir = create_run_dir(config.runs_dir, config.name, config.data, config.model)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        if created:
+            save_config(config, run_dir / "config.yaml")
+            if splits.skipped:
+                (run_dir / "skipped_images.txt").write_text("".join(f"{p}\n" for p in splits.skipped))
+                warnings.warn(f"skipped {len(splits.skipped)} unreadable images (listed in {run_dir}/skipped_images.txt)",
+                              stacklevel=1)  # fmt: skip
+        epoch_log = EpochLog(run_dir / "metrics.csv", len(splits.train))
+        trainer = build_trainer(config, run_dir, epoch_log)
+        last = run_dir / "checkpoints" / "last.ckpt" if resume else None
+        trainer.fit(task, datamodule=datamodule, ckpt_path=last, weights_only=True)
+    except VislabError:
+        if created:  # a run that failed on bad input leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    if trainer.is_global_zero:
+        extra = {"params": count_parameters(model), "train_size": len(splits.train), "val_size": len(splits.val),
+                 "num_classes": num_classes, **environment()}  # fmt: skip
+        summary = summarize(epoch_log.rows, config.early_stopping.monitor, config.early_stopping.mode, extra)
+        write_json(run_dir / "summary.json", summary)
+    return run_dir
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners (GPU available, LOCAL_RANK...) are noise in a CLI."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
