@@ -29,7 +29,7 @@ def create_run_dir(runs_dir: str | Path, name: str | None, data: str, model: str
         except FileExistsError:
             raise VislabError(f"run folder {path} already exists: pick another name= or --resume it") from None
         return path
-    stem = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{Path(data.removeprefix('folder:')).name}-{model}").strip("_")
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(data.removeprefix('folder:')).name}-{model}").strip("_")
     for number in range(1, 100_000):
         path = runs_dir / f"{stem}-{number}"
         try:

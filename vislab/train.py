@@ -75,7 +75,7 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
         use_distributed_sampler=False,  # our DataModule shards with a seeded DistributedSampler itself
         enable_progress_bar=t.progress_bar,
         enable_model_summary=False,
-        log_every_n_steps=10,
+        log_every_n_steps=1,  # only epoch metrics are logged; this just silences a warning
         default_root_dir=run_dir,
     )
 
@@ -153,3 +153,4 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")

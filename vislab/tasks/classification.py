@@ -14,10 +14,10 @@ from vislab.data.augment import BatchAugment
 from vislab.optim import create_optimizer, create_scheduler
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Every epoch's randomness (augmentation, dropout, MixUp) derives from (seed, epoch) alone,
-    which is what lets a resumed run draw exactly the numbers the uninterrupted run drew."""
-    return seed * 100_003 + epoch
+def batch_seed(seed: int, rank: int, epoch: int, batch_idx: int) -> int:
+    """Every training batch's randomness (augmentation, MixUp, dropout) derives from where it stands in
+    the run alone, so a resumed run draws exactly the numbers the uninterrupted run drew."""
+    return hash((seed, rank, epoch, batch_idx)) & 0x7FFF_FFFF_FFFF
 
 
 class ClassificationTask(L.LightningModule):
@@ -35,22 +35,16 @@ class ClassificationTask(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
-        if self.trainer is not None and self.trainer.training:
-            inputs, targets = self.batch_augment(images, labels)
-        else:
-            inputs, targets = self.batch_augment.normalize(images), labels
+    def model_inputs(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.trainer.channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, targets, labels
-
-    def on_train_epoch_start(self) -> None:
-        torch.manual_seed(epoch_seed(self.config.seed, self.current_epoch))
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        inputs, targets, labels = batch
-        logits = self.model(inputs)
+        torch.manual_seed(batch_seed(self.config.seed, self.global_rank, self.current_epoch, batch_idx))
+        images, labels = batch
+        inputs, targets = self.batch_augment(images, labels)
+        logits = self.model(self.model_inputs(inputs))
         loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
         # With MixUp/CutMix the targets are soft; accuracy is against the dominant label of each mix.
         hard = targets.argmax(1) if targets.ndim == 2 else targets
@@ -60,8 +54,8 @@ class ClassificationTask(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        inputs, _, labels = batch
-        logits = self.model(inputs)
+        images, labels = batch
+        logits = self.model(self.model_inputs(self.batch_augment.normalize(images)))
         self.val_top1(logits, labels)
         self.val_top5(logits, labels)
         self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, prog_bar=True, sync_dist=True)

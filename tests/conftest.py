@@ -1,0 +1,72 @@
+"""Shared fixtures: real data from ../shared/data (skipped with a reason where absent) and a CLI runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vislab.cli import main
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_archive(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"real test data {path} is not present")
+    return path
+
+
+def extract_subset(archive: Path, out: Path, per_class: dict[str, int]) -> Path:
+    """Extracts the first N images of every class of each top-level split ({"train": 100, "test": 50})."""
+    taken: dict[tuple[str, str], int] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 3 or parts[0] not in per_class:
+                continue
+            key = (parts[0], parts[1])
+            if taken.get(key, 0) < per_class[parts[0]]:
+                taken[key] = taken.get(key, 0) + 1
+                tar.extract(member, out, filter="data")
+    return out
+
+
+@pytest.fixture(scope="session")
+def cifar_jpgs(tmp_path_factory) -> Path:
+    """A real CIFAR-10 JPEG subset: train/<class>/ (200 each) and test/<class>/ (50 each)."""
+    archive = shared_archive("cifar10-jpg.tar.gz")
+    return extract_subset(archive, tmp_path_factory.mktemp("cifar10"), {"train": 200, "test": 50})
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Runs `vislab ARGS...` in this process and returns its exit code and output."""
+
+    def run(*args: str) -> Result:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 600) -> Result:
+    done = subprocess.run([sys.executable, "-m", "vislab", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)  # fmt: skip
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+QUIET = ["trainer.progress_bar=false"]

@@ -1,0 +1,58 @@
+import torch
+
+from vislab.config import AugmentConfig
+from vislab.data.augment import BatchAugment, cutout, rand_augment, random_crop, random_hflip
+
+
+def ramp(batch: int = 64, size: int = 16) -> torch.Tensor:
+    """Images whose pixel values encode their position, so shifts and flips can be read back."""
+    image = torch.arange(size * size, dtype=torch.uint8).view(1, 1, size, size)
+    return image.repeat(batch, 3, 1, 1)
+
+
+def test_random_crop_shifts_each_image_by_its_own_offset_within_the_padding():
+    images = ramp()
+    cropped = random_crop(images, padding=2)
+    assert cropped.shape == images.shape
+    centres = cropped[:, 0, 8, 8].long()  # value = 16 * row + col of the source pixel
+    dy, dx = centres // 16 - 8, centres % 16 - 8
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2
+    assert len(set(zip(dy.tolist(), dx.tolist()))) > 5  # per-sample, not one offset for the batch
+
+
+def test_hflip_mirrors_about_half_of_the_images():
+    images = ramp(256)
+    flipped = random_hflip(images)
+    mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
+    unchanged = (flipped == images).flatten(1).all(1)
+    assert (mirrored | unchanged).all() and 64 < mirrored.sum() < 192
+
+
+def test_cutout_zeroes_one_square_per_image():
+    out = cutout(torch.ones(32, 3, 32, 32), 8)
+    zeroed = (out == 0).all(1).flatten(1).sum(1)
+    assert zeroed.max() == 64 and zeroed.min() >= 16  # a full 8x8 square, or one clipped at a corner
+
+
+def test_randaugment_chooses_an_op_per_image():
+    torch.manual_seed(0)
+    same = torch.rand(1, 3, 32, 32).repeat(64, 1, 1, 1)
+    out = rand_augment(same, num_ops=1, magnitude=9)
+    distinct = {tuple(img.flatten()[:64].mul(1000).round().tolist()) for img in out}
+    assert len(distinct) > 6  # one op for the whole batch would give at most 2 (op with either sign)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_mixup_gives_soft_targets_that_sum_to_one():
+    augment = AugmentConfig(crop_padding=0, hflip=False, color_jitter=0, randaugment_n=0, randaugment_m=9,
+                            cutout=0, mixup=0.4, cutmix=1.0)  # fmt: skip
+    batch = BatchAugment(augment, [0.5] * 3, [0.25] * 3, num_classes=10)
+    images, targets = batch(ramp(16), torch.arange(16) % 10)
+    assert images.dtype == torch.float32 and targets.shape == (16, 10)
+    assert torch.allclose(targets.sum(1), torch.ones(16))
+
+
+def test_normalize_uses_the_given_statistics():
+    batch = BatchAugment(AugmentConfig(), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], num_classes=2)
+    out = batch.normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
+    assert torch.allclose(out, torch.ones_like(out))

@@ -1,0 +1,107 @@
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vislab.config import load_config
+from vislab.data import load_splits, resolve_defaults
+from vislab.data.images import read_image
+from vislab.data.splits import channel_stats
+from vislab.errors import VislabError
+
+
+def folder_config(path: Path, *overrides: str):
+    return load_config(None, [f"data=folder:{path}", *overrides])
+
+
+def copy_classes(source: Path, target: Path, per_class: int) -> Path:
+    for class_dir in sorted(source.iterdir()):
+        (target / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:per_class]:
+            shutil.copy(image, target / class_dir.name / image.name)
+    return target
+
+
+def test_digits_split_is_stratified_and_fixed():
+    first = load_splits(load_config())
+    second = load_splits(load_config(None, ["seed=7"]))
+    assert len(first.train) + len(first.val) == 1797
+    assert torch.equal(first.val.labels, second.val.labels) and torch.equal(first.val.images, second.val.images)
+    counts = Counter(first.val.labels.tolist())
+    assert min(counts.values()) >= 17 and max(counts.values()) <= 19  # 10% of each ~180-image class
+    assert first.train.images.dtype == torch.uint8 and first.train.images.shape[1:] == (1, 8, 8)
+
+
+def test_folder_with_train_and_test_splits_val_from_train_and_keeps_test(cifar_jpgs):
+    splits = load_splits(folder_config(cifar_jpgs))
+    assert splits.classes[:3] == ["airplane", "automobile", "bird"] and len(splits.classes) == 10
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (1800, 200, 500)
+    assert splits.train.images.shape[1:] == (3, 32, 32) and splits.image_size == 32
+    assert Counter(splits.val.labels.tolist()) == {label: 20 for label in range(10)}
+
+
+def test_folder_of_class_folders_is_split_with_a_fixed_seed(cifar_jpgs, tmp_path):
+    root = copy_classes(cifar_jpgs / "test", tmp_path / "photos", per_class=20)
+    splits = load_splits(folder_config(root, "val_fraction=0.25"))
+    again = load_splits(folder_config(root, "val_fraction=0.25", "seed=3"))
+    assert (len(splits.train), len(splits.val), splits.test) == (150, 50, None)
+    assert torch.equal(splits.val.images, again.val.images)
+
+
+def test_normalisation_is_computed_on_the_train_split(cifar_jpgs):
+    config = folder_config(cifar_jpgs)
+    splits = load_splits(config)
+    resolved = resolve_defaults(config, splits)
+    assert resolved.mean == channel_stats(splits.train.images)[0]
+    assert 0.4 < resolved.mean[0] < 0.55 and 0.2 < resolved.std[0] < 0.3  # CIFAR-10's known statistics
+    assert resolved.augment.hflip is True and resolved.augment.crop_padding == 4
+
+
+def test_images_stream_from_disk_when_not_held_in_memory(cifar_jpgs):
+    splits = load_splits(folder_config(cifar_jpgs, "in_memory=false"))
+    assert not splits.train.in_memory and len(splits.train.files) == 1800
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
+def test_every_image_mode_becomes_rgb(cifar_jpgs, tmp_path, mode):
+    source = next((cifar_jpgs / "test" / "cat").iterdir())
+    converted = Image.open(source).convert(mode if mode != "I;16" else "I").convert(mode)
+    path = tmp_path / ("image.tif" if mode in ("CMYK", "I;16") else "image.png")
+    converted.save(path)
+    tensor = read_image(path, channels=3)
+    assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.uint8
+
+
+def test_a_corrupt_image_is_named_in_the_error(cifar_jpgs, tmp_path):
+    root = copy_classes(cifar_jpgs / "test", tmp_path / "photos", per_class=10)
+    bad = root / "cat" / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(VislabError, match=f"cannot read image {bad}"):
+        load_splits(folder_config(root))
+
+
+def test_skip_bad_images_leaves_them_out_and_lists_them(cifar_jpgs, tmp_path):
+    root = copy_classes(cifar_jpgs / "test", tmp_path / "photos", per_class=10)
+    bad = root / "dog" / "truncated.jpg"
+    bad.write_bytes((root / "dog").iterdir().__next__().read_bytes()[:100])
+    splits = load_splits(folder_config(root, "skip_bad_images=true"))
+    assert splits.skipped == [bad] and len(splits.train) + len(splits.val) == 100
+
+
+def test_empty_folder_and_single_class_are_rejected(tmp_path, cifar_jpgs):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VislabError, match="no class folders with images"):
+        load_splits(folder_config(tmp_path / "empty"))
+    one = copy_classes(cifar_jpgs / "test", tmp_path / "one", per_class=5)
+    for extra in sorted(one.iterdir())[1:]:
+        shutil.rmtree(extra)
+    with pytest.raises(VislabError, match="only one class folder"):
+        load_splits(folder_config(one))
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(VislabError, match="dataset folder not found"):
+        load_splits(folder_config(tmp_path / "nowhere"))
