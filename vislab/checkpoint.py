@@ -52,9 +52,8 @@ def read_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     """Loads a checkpoint without running any code from it (`weights_only=True`) and checks it is ours."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise VislabError(f"{path} is not a vislab checkpoint ({reason[:120]})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError):
+        raise VislabError(f"{path} is not a vislab checkpoint (not readable as a weights-only PyTorch file)") from None
     if not isinstance(checkpoint, dict) or "vislab" not in checkpoint or "state_dict" not in checkpoint:
         raise VislabError(f"{path} is not a vislab checkpoint (no vislab metadata)")
     found = checkpoint["vislab"].get("task")

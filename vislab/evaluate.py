@@ -81,9 +81,9 @@ def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[
         "data": config.data,
         "split": split,
         "images": len(data),
-        "loss": loss_sum / len(data),
-        **{k: float(v) for k, v in values.items()},
-        "per_class_accuracy": dict(zip(classes, per_class)),
+        "loss": round(loss_sum / len(data), 6),
+        **{k: round(float(v), 6) for k, v in values.items()},
+        "per_class_accuracy": {name: round(v, 6) for name, v in zip(classes, per_class)},
         "classes": classes,
         "confusion_matrix": confusion,
     }

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from sklearn.model_selection import train_test_split
 
+from vislab.errors import VislabError
+
 SPLIT_SEED = 0  # the train/val split is fixed: the same images are held out whatever the training seed
 
 
@@ -47,10 +49,16 @@ class Splits:
 
 
 def stratified_split(split: Split, val_fraction: float) -> tuple[Split, Split]:
-    """Holds out `val_fraction` of each class, always the same images for the same data."""
-    indices = list(range(len(split)))
+    """Holds out `val_fraction` of each class (at least one image each), always the same images."""
+    counts = torch.bincount(split.labels)
+    present = counts[counts > 0]
+    if present.min() < 2:
+        raise VislabError("every class needs at least 2 images to hold one out for validation")
+    held_out = max(round(val_fraction * len(split)), len(present))
+    if held_out > len(split) - len(present):
+        raise VislabError(f"{len(split)} images are too few to split {len(present)} classes into train and val")
     train_idx, val_idx = train_test_split(
-        indices, test_size=val_fraction, stratify=split.labels.numpy(), random_state=SPLIT_SEED
+        list(range(len(split))), test_size=held_out, stratify=split.labels.numpy(), random_state=SPLIT_SEED
     )
     return split.subset(sorted(train_idx)), split.subset(sorted(val_idx))
 
