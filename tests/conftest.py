@@ -64,8 +64,13 @@ def cli(capsys):
 
 
 def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 600) -> Result:
-    done = subprocess.run([sys.executable, "-m", "vislab", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "vislab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
     return Result(done.returncode, done.stdout, done.stderr)
 
 

@@ -1,7 +1,8 @@
 import torch
 
 from vislab.config import AugmentConfig
-from vislab.data.augment import BatchAugment, cutout, rand_augment, random_crop, random_hflip
+from vislab.data.augment import BatchAugment, cutout, random_crop_flip
+from vislab.data.randaugment import rand_augment
 
 
 def ramp(batch: int = 64, size: int = 16) -> torch.Tensor:
@@ -12,7 +13,7 @@ def ramp(batch: int = 64, size: int = 16) -> torch.Tensor:
 
 def test_random_crop_shifts_each_image_by_its_own_offset_within_the_padding():
     images = ramp()
-    cropped = random_crop(images, padding=2)
+    cropped = random_crop_flip(images, padding=2, hflip=False)
     assert cropped.shape == images.shape
     centres = cropped[:, 0, 8, 8].long()  # value = 16 * row + col of the source pixel
     dy, dx = centres // 16 - 8, centres % 16 - 8
@@ -22,7 +23,7 @@ def test_random_crop_shifts_each_image_by_its_own_offset_within_the_padding():
 
 def test_hflip_mirrors_about_half_of_the_images():
     images = ramp(256)
-    flipped = random_hflip(images)
+    flipped = random_crop_flip(images, padding=0, hflip=True)
     mirrored = (flipped == images.flip(-1)).flatten(1).all(1)
     unchanged = (flipped == images).flatten(1).all(1)
     assert (mirrored | unchanged).all() and 64 < mirrored.sum() < 192
@@ -44,8 +45,16 @@ def test_randaugment_chooses_an_op_per_image():
 
 
 def test_mixup_gives_soft_targets_that_sum_to_one():
-    augment = AugmentConfig(crop_padding=0, hflip=False, color_jitter=0, randaugment_n=0, randaugment_m=9,
-                            cutout=0, mixup=0.4, cutmix=1.0)  # fmt: skip
+    augment = AugmentConfig(
+        crop_padding=0,
+        hflip=False,
+        color_jitter=0,
+        randaugment_n=0,
+        randaugment_m=9,
+        cutout=0,
+        mixup=0.4,
+        cutmix=1.0,
+    )
     batch = BatchAugment(augment, [0.5] * 3, [0.25] * 3, num_classes=10)
     images, targets = batch(ramp(16), torch.arange(16) % 10)
     assert images.dtype == torch.float32 and targets.shape == (16, 10)
@@ -56,3 +65,36 @@ def test_normalize_uses_the_given_statistics():
     batch = BatchAugment(AugmentConfig(), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], num_classes=2)
     out = batch.normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
     assert torch.allclose(out, torch.ones_like(out))
+
+
+def test_fused_colour_ops_match_torchvision_image_by_image():
+    import torchvision.transforms.v2.functional as F
+
+    from vislab.data.randaugment import OPS, blend
+
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 16, 16)
+    reference = {
+        "brightness": F.adjust_brightness,
+        "color": F.adjust_saturation,
+        "contrast": F.adjust_contrast,
+        "sharpness": F.adjust_sharpness,
+    }
+    names = list(reference) * 2
+    op = torch.tensor([OPS.index(name) for name in names])
+    value = torch.linspace(-0.9, 0.9, 8)
+    fused = blend(images, op, value)
+    for i, name in enumerate(names):
+        expected = reference[name](images[i : i + 1], 1 + value[i].item())[0]
+        assert torch.allclose(fused[i], expected, atol=1e-5), name
+
+
+def test_geometric_ops_move_pixels_the_way_they_say():
+    from vislab.data.randaugment import OPS, geometric
+
+    image = torch.zeros(1, 1, 9, 9)
+    image[0, 0, 4, 4] = 1.0  # one lit pixel in the centre
+    moved = geometric(image, torch.tensor([OPS.index("translate_x")]), torch.tensor([2.0]))
+    assert moved[0, 0, 4, 6] == 1.0 and moved.sum() == 1.0
+    turned = geometric(image, torch.tensor([OPS.index("rotate")]), torch.tensor([90.0]))
+    assert turned[0, 0, 4, 4] == 1.0  # the centre is the rotation's fixed point

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import QUIET
+
 from vislab.cli import main
 
 
@@ -26,7 +26,10 @@ def runs(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    assert main(["train", f"runs_dir={runs}", "name=ok", "epochs=1", "trainer.limit_train_batches=2", *QUIET]) == 0
+    assert (
+        main(["train", f"runs_dir={runs}", "name=ok", "epochs=1", "trainer.limit_train_batches=2", *QUIET])
+        == 0
+    )
     return runs / "ok"
 
 
@@ -45,7 +48,9 @@ def train(cli, runs, *args):
 
 
 def test_missing_dataset_path(cli, runs, tmp_path):
-    assert_one_line_error(train(cli, runs, f"data=folder:{tmp_path}/nope"), "dataset folder not found", "nope")
+    assert_one_line_error(
+        train(cli, runs, f"data=folder:{tmp_path}/nope"), "dataset folder not found", "nope"
+    )
 
 
 def test_empty_folder(cli, runs, tmp_path):

@@ -11,8 +11,17 @@ def test_defaults_train_the_embedded_digits_with_a_small_cnn():
 
 
 def test_overrides_use_the_yaml_names_with_dots_for_sections():
-    config = load_config(None, ["model=resnet20", "epochs=3", "optim.lr=0.2", "sched.milestones=[1,2]",
-                                "trainer.precision=bf16-mixed", "model_args={width: 8}"])  # fmt: skip
+    config = load_config(
+        None,
+        [
+            "model=resnet20",
+            "epochs=3",
+            "optim.lr=0.2",
+            "sched.milestones=[1,2]",
+            "trainer.precision=bf16-mixed",
+            "model_args={width: 8}",
+        ],
+    )
     assert config.model == "resnet20" and config.epochs == 3
     assert config.optim.lr == 0.2 and config.sched.milestones == [1, 2]
     assert config.trainer.precision == "bf16-mixed" and config.model_args == {"width": 8}
@@ -20,7 +29,9 @@ def test_overrides_use_the_yaml_names_with_dots_for_sections():
 
 def test_a_recipe_file_is_overridden_by_the_command_line(tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"model": "resnet20", "epochs": 30, "optim": {"lr": 0.1, "name": "sgd"}}))
+    recipe.write_text(
+        yaml.safe_dump({"model": "resnet20", "epochs": 30, "optim": {"lr": 0.1, "name": "sgd"}})
+    )
     config = load_config(recipe, ["epochs=2"])
     assert (config.model, config.epochs, config.optim.lr) == ("resnet20", 2, 0.1)
 

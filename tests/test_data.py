@@ -29,7 +29,9 @@ def test_digits_split_is_stratified_and_fixed():
     first = load_splits(load_config())
     second = load_splits(load_config(None, ["seed=7"]))
     assert len(first.train) + len(first.val) == 1797
-    assert torch.equal(first.val.labels, second.val.labels) and torch.equal(first.val.images, second.val.images)
+    assert torch.equal(first.val.labels, second.val.labels) and torch.equal(
+        first.val.images, second.val.images
+    )
     counts = Counter(first.val.labels.tolist())
     assert min(counts.values()) >= 17 and max(counts.values()) <= 19  # 10% of each ~180-image class
     assert first.train.images.dtype == torch.uint8 and first.train.images.shape[1:] == (1, 8, 8)

@@ -1,9 +1,9 @@
 import json
 
 import pytest
+from conftest import QUIET
 from PIL import Image
 
-from conftest import QUIET
 from vislab.cli import main
 from vislab.config import load_config
 from vislab.data import load_splits
@@ -19,8 +19,21 @@ def digits_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory, cifar_jpgs):
     runs = tmp_path_factory.mktemp("runs")
-    assert main(["train", f"data=folder:{cifar_jpgs}", "model=resnet8", "epochs=4", "batch_size=64",
-                 f"runs_dir={runs}", "name=cifar", *QUIET]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                f"data=folder:{cifar_jpgs}",
+                "model=resnet8",
+                "epochs=4",
+                "batch_size=64",
+                f"runs_dir={runs}",
+                "name=cifar",
+                *QUIET,
+            ]
+        )
+        == 0
+    )
     return runs / "cifar"
 
 
@@ -54,8 +67,13 @@ def test_predict_on_real_jpegs_agrees_with_eval_on_the_test_split(cli, cifar_run
     report = json.loads((cifar_run / "eval_test.json").read_text())
     assert report["images"] == 500 and report["top1"] > 0.25  # chance is 0.1
 
-    predicted = cli("predict", cifar_run / "checkpoints" / "best.ckpt", cifar_jpgs / "test", "--out",
-                    tmp_path / "preds.csv")  # fmt: skip
+    predicted = cli(
+        "predict",
+        cifar_run / "checkpoints" / "best.ckpt",
+        cifar_jpgs / "test",
+        "--out",
+        tmp_path / "preds.csv",
+    )
     assert predicted.code == 0, predicted.err
     lines = (tmp_path / "preds.csv").read_text().splitlines()
     assert lines[0].startswith("file,class1,prob1") and len(lines) == 501

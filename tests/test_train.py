@@ -9,7 +9,6 @@ import time
 import pytest
 import torch
 import yaml
-
 from conftest import QUIET, run_subprocess
 
 
@@ -27,8 +26,16 @@ def test_default_train_reaches_97_percent_on_digits_and_fills_the_run_folder(cli
     assert summary["epochs_run"] == 30 and summary["params"] > 0 and summary["train_images_per_s"] > 0
     assert {"best_epoch", "final_val_loss", "wall_time_s", "device", "versions"} <= set(summary)
     rows = read_rows(run / "metrics.csv")
-    assert len(rows) == 30 and list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_top1",
-                                                  "val_top5", "lr", "epoch_time_s"]  # fmt: skip
+    assert len(rows) == 30 and list(rows[0]) == [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "lr",
+        "epoch_time_s",
+    ]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -46,8 +53,17 @@ def test_runs_never_overwrite_each_other(cli, tmp_path):
 
 
 def test_a_short_run_on_real_cifar10_jpegs_learns(cli, tmp_path, cifar_jpgs):
-    result = cli("train", f"data=folder:{cifar_jpgs}", "model=resnet8", "epochs=6", "batch_size=64",
-                 "optim.lr=0.1", "name=cifar", f"runs_dir={tmp_path}", *QUIET)  # fmt: skip
+    result = cli(
+        "train",
+        f"data=folder:{cifar_jpgs}",
+        "model=resnet8",
+        "epochs=6",
+        "batch_size=64",
+        "optim.lr=0.1",
+        "name=cifar",
+        f"runs_dir={tmp_path}",
+        *QUIET,
+    )
     assert result.code == 0, result.err
     summary = json.loads((tmp_path / "cifar" / "summary.json").read_text())
     assert summary["best_val_top1"] > 0.3  # chance is 0.1
@@ -59,27 +75,63 @@ def test_a_short_run_on_real_cifar10_jpegs_learns(cli, tmp_path, cifar_jpgs):
         ["optim.name=adamw", "optim.lr=0.003", "sched.name=onecycle", "trainer.ema_decay=0.9"],
         ["optim.name=adam", "optim.lr=0.001", "sched.name=plateau", "trainer.gradient_clip_val=1.0"],
         ["sched.name=multistep", "sched.milestones=[1]", "sched.warmup_epochs=0.5", "label_smoothing=0.1"],
-        ["sched.name=step", "sched.step_size=1", "trainer.accumulate_grad_batches=2", "trainer.channels_last=true"],
-        ["augment.mixup=0.2", "augment.cutmix=1.0", "augment.randaugment_n=2", "augment.cutout=4",
-         "augment.color_jitter=0.3", "model=preact_resnet8", "trainer.deterministic=true"],  # fmt: skip
+        [
+            "sched.name=step",
+            "sched.step_size=1",
+            "trainer.accumulate_grad_batches=2",
+            "trainer.channels_last=true",
+        ],
+        [
+            "augment.mixup=0.2",
+            "augment.cutmix=1.0",
+            "augment.randaugment_n=2",
+            "augment.cutout=4",
+            "augment.color_jitter=0.3",
+            "model=preact_resnet8",
+            "trainer.deterministic=true",
+        ],
     ],
 )
 def test_training_strategies_run_end_to_end(cli, tmp_path, options):
-    result = cli("train", f"runs_dir={tmp_path}", "name=run", "epochs=2", "trainer.limit_train_batches=4",
-                 *options, *QUIET)  # fmt: skip
+    result = cli(
+        "train",
+        f"runs_dir={tmp_path}",
+        "name=run",
+        "epochs=2",
+        "trainer.limit_train_batches=4",
+        *options,
+        *QUIET,
+    )
     assert result.code == 0, result.err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 2
 
 
 def test_early_stopping_stops_when_the_monitored_metric_stalls(cli, tmp_path):
-    result = cli("train", f"runs_dir={tmp_path}", "name=run", "epochs=10", "optim.lr=0", "optim.weight_decay=0",
-                 "early_stopping.patience=2", "augment.crop_padding=0", *QUIET)  # fmt: skip
+    result = cli(
+        "train",
+        f"runs_dir={tmp_path}",
+        "name=run",
+        "epochs=10",
+        "optim.lr=0",
+        "optim.weight_decay=0",
+        "early_stopping.patience=2",
+        "augment.crop_padding=0",
+        *QUIET,
+    )
     assert result.code == 0, result.err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 3
 
 
-RESUME_RUN = ["model=resnet8", "epochs=5", "batch_size=32", "augment.mixup=0.2", "augment.cutout=4",
-              "augment.randaugment_n=1", "model_args={width: 8}", *QUIET]  # fmt: skip
+RESUME_RUN = [
+    "model=resnet8",
+    "epochs=5",
+    "batch_size=32",
+    "augment.mixup=0.2",
+    "augment.cutout=4",
+    "augment.randaugment_n=1",
+    "model_args={width: 8}",
+    *QUIET,
+]
 
 
 def test_a_run_killed_with_sigkill_and_resumed_ends_exactly_like_an_uninterrupted_one(tmp_path):
@@ -101,15 +153,25 @@ def test_a_run_killed_with_sigkill_and_resumed_ends_exactly_like_an_uninterrupte
         return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in rows]
 
     assert results("killed") == results("full")
-    weights = [torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-               for n in ("full", "killed")]  # fmt: skip
+    weights = [
+        torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for n in ("full", "killed")
+    ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_two_process_gloo_ddp_on_cpu_trains_one_run(tmp_path):
-    result = run_subprocess("train", f"runs_dir={tmp_path}", "name=ddp", "epochs=3", "batch_size=32",
-                            "trainer.accelerator=cpu",
-                            "trainer.devices=2", "trainer.strategy=ddp", *QUIET)  # fmt: skip
+    result = run_subprocess(
+        "train",
+        f"runs_dir={tmp_path}",
+        "name=ddp",
+        "epochs=3",
+        "batch_size=32",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        *QUIET,
+    )
     assert result.code == 0, result.err
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())

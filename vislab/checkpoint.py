@@ -53,7 +53,9 @@ def read_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError):
-        raise VislabError(f"{path} is not a vislab checkpoint (not readable as a weights-only PyTorch file)") from None
+        raise VislabError(
+            f"{path} is not a vislab checkpoint (not readable as a weights-only PyTorch file)"
+        ) from None
     if not isinstance(checkpoint, dict) or "vislab" not in checkpoint or "state_dict" not in checkpoint:
         raise VislabError(f"{path} is not a vislab checkpoint (no vislab metadata)")
     found = checkpoint["vislab"].get("task")

@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train a model (default: small_cnn on the embedded digits)")
-    train.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. model=resnet20 optim.lr=0.1")
+    train.add_argument(
+        "overrides", nargs="*", help="config overrides as key=value, e.g. model=resnet20 optim.lr=0.1"
+    )
     train.add_argument("--config", help="a YAML recipe to start from")
     train.add_argument("--resume", metavar="RUN", help="continue runs/<name> from its last checkpoint")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -58,23 +60,29 @@ def run_train(args) -> None:
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        print(f"{run_dir}: best val top-1 {summary['best_val_top1']:.4f} (epoch {summary['best_epoch']}), "
-              f"final {summary['final_val_top1']:.4f}, {summary['wall_time_s']:.0f}s")  # fmt: skip
+        print(
+            f"{run_dir}: best val top-1 {summary['best_val_top1']:.4f} (epoch {summary['best_epoch']}), "
+            f"final {summary['final_val_top1']:.4f}, {summary['wall_time_s']:.0f}s"
+        )
 
 
 def run_eval(args) -> None:
     from vislab.evaluate import evaluate
 
     result = evaluate(args.run, args.split, args.overrides)
-    print(f"{args.split}: loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
-          f"macro F1 {result['macro_f1']:.4f}  ({result['images']} images)")  # fmt: skip
+    print(
+        f"{args.split}: loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
+        f"macro F1 {result['macro_f1']:.4f}  ({result['images']} images)"
+    )
 
 
 def run_predict(args) -> None:
     from vislab.predict import OUTPUT_FORMATS, predict, write_predictions
 
     if args.out is not None and args.out.suffix not in OUTPUT_FORMATS:
-        raise VislabError(f"--out must end in {' or '.join(OUTPUT_FORMATS)}, not '{args.out.suffix or args.out.name}'")
+        raise VislabError(
+            f"--out must end in {' or '.join(OUTPUT_FORMATS)}, not '{args.out.suffix or args.out.name}'"
+        )
     rows = predict(args.run, args.target, args.topk)
     for row in rows:
         print(row["file"], "  ".join(f"{t['class']} {t['prob']:.3f}" for t in row["top"]))
@@ -103,8 +111,13 @@ def run_datasets(args) -> None:
     print(f"data_dir: {data_dir}")
 
 
-COMMANDS = {"train": run_train, "eval": run_eval, "predict": run_predict, "models": run_models,
-            "datasets": run_datasets}  # fmt: skip
+COMMANDS = {
+    "train": run_train,
+    "eval": run_eval,
+    "predict": run_predict,
+    "models": run_models,
+    "datasets": run_datasets,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

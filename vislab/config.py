@@ -40,7 +40,9 @@ class OptimConfig(Section):
 
 class SchedConfig(Section):
     name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"] = "cosine"
-    warmup_epochs: float = 0.0  # linear warm-up before step/multistep/cosine; cosine + warm-up is the seed recipe
+    warmup_epochs: float = (
+        0.0  # linear warm-up before step/multistep/cosine; cosine + warm-up is the seed recipe
+    )
     min_lr: float = 0.0
     step_size: int = 30  # step
     milestones: list[int] = Field(default_factory=lambda: [30, 60, 80])  # multistep
@@ -65,7 +67,9 @@ class TrainerConfig(Section):
     precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, else 16-mixed on GPU, 32-true on CPU
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
-    ema_decay: float | None = None  # e.g. 0.999: evaluate and save an exponential moving average of the weights
+    ema_decay: float | None = (
+        None  # e.g. 0.999: evaluate and save an exponential moving average of the weights
+    )
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False

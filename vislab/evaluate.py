@@ -54,18 +54,22 @@ def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[
     splits = load_splits(config.model_copy(update={"image_size": meta["image_size"]}))
     classes = meta["classes"]
     if len(splits.classes) != len(classes):
-        raise VislabError(f"{path} predicts {len(classes)} classes but {config.data} has {len(splits.classes)}")
+        raise VislabError(
+            f"{path} predicts {len(classes)} classes but {config.data} has {len(splits.classes)}"
+        )
     if splits.classes != classes:
-        raise VislabError(f"{config.data} has classes {splits.classes[:5]}... but {path} was trained on {classes[:5]}...")
+        raise VislabError(
+            f"{config.data} has classes {splits.classes[:5]}... but {path} was trained on {classes[:5]}..."
+        )
     data = splits.split(split)
     if data is None:
         raise VislabError(f"{config.data} has no {split} split")
 
     model = model_from_checkpoint(checkpoint)
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
-    loader = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment).loader(
-        data, train=False
-    )
+    loader = ImageDataModule(
+        splits, config.batch_size, config.num_workers, config.seed, config.augment
+    ).loader(data, train=False)
     metrics = classification_metrics(len(classes))
     loss_sum = 0.0
     with torch.inference_mode():

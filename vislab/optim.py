@@ -12,22 +12,31 @@ from vislab.errors import VislabError
 def create_optimizer(params, optim: OptimConfig) -> torch.optim.Optimizer:
     if optim.name == "sgd":
         nesterov = optim.nesterov and optim.momentum > 0
-        return torch.optim.SGD(params, optim.lr, optim.momentum, nesterov=nesterov, weight_decay=optim.weight_decay)
+        return torch.optim.SGD(
+            params, optim.lr, optim.momentum, nesterov=nesterov, weight_decay=optim.weight_decay
+        )
     if optim.name == "adam":
         return torch.optim.Adam(params, optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
     return torch.optim.AdamW(params, optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
 
 
-def create_scheduler(optimizer, sched: SchedConfig, lr: float, total_steps: int, steps_per_epoch: int) -> dict | None:
+def create_scheduler(
+    optimizer, sched: SchedConfig, lr: float, total_steps: int, steps_per_epoch: int
+) -> dict | None:
     """A Lightning lr_scheduler config. Schedules advance every optimizer step (smooth warm-up and cosine);
     plateau reduction advances once per epoch on the validation loss."""
     if sched.name == "none":
         return None
     if sched.name == "plateau":
-        plateau = lr_scheduler.ReduceLROnPlateau(optimizer, "min", sched.gamma, sched.patience, min_lr=sched.min_lr)
+        plateau = lr_scheduler.ReduceLROnPlateau(
+            optimizer, "min", sched.gamma, sched.patience, min_lr=sched.min_lr
+        )
         return {"scheduler": plateau, "interval": "epoch", "monitor": "val_loss"}
     if sched.name == "onecycle":
-        return {"scheduler": lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps), "interval": "step"}
+        return {
+            "scheduler": lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps),
+            "interval": "step",
+        }
     warmup = round(sched.warmup_epochs * steps_per_epoch)
     if warmup >= total_steps:
         raise VislabError(f"sched.warmup_epochs={sched.warmup_epochs} covers the whole run; lower it")

@@ -27,7 +27,9 @@ def image_files(target: Path) -> list[Path]:
     return files
 
 
-def predict(run_or_checkpoint: str | Path, target: str | Path, topk: int = 5, batch_size: int = 64) -> list[dict]:
+def predict(
+    run_or_checkpoint: str | Path, target: str | Path, topk: int = 5, batch_size: int = 64
+) -> list[dict]:
     """One row per image: the file and its top-k classes with probabilities."""
     checkpoint = read_checkpoint(find_checkpoint(run_or_checkpoint), task="classification")
     meta = checkpoint["vislab"]
@@ -44,7 +46,9 @@ def predict(run_or_checkpoint: str | Path, target: str | Path, topk: int = 5, ba
             probs = model((images.float() / 255 - mean) / std).softmax(1)
             top = probs.topk(k, dim=1)
             for file, p, i in zip(chunk, top.values.tolist(), top.indices.tolist()):
-                rows.append({"file": str(file), "top": [{"class": classes[c], "prob": q} for c, q in zip(i, p)]})
+                rows.append(
+                    {"file": str(file), "top": [{"class": classes[c], "prob": q} for c, q in zip(i, p)]}
+                )
     return rows
 
 
@@ -60,4 +64,6 @@ def write_predictions(rows: list[dict], out: Path) -> None:
         writer = csv.writer(file)
         writer.writerow(["file", *(f"{kind}{n}" for n in range(1, k + 1) for kind in ("class", "prob"))])
         for row in rows:
-            writer.writerow([row["file"], *(v for t in row["top"] for v in (t["class"], round(t["prob"], 6)))])
+            writer.writerow(
+                [row["file"], *(v for t in row["top"] for v in (t["class"], round(t["prob"], 6)))]
+            )

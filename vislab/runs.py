@@ -15,11 +15,20 @@ import torch
 import vislab
 from vislab.errors import VislabError
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "epoch_time_s"]
+METRIC_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "lr",
+    "epoch_time_s",
+]
 
 
 def create_run_dir(runs_dir: str | Path, name: str | None, data: str, model: str) -> Path:
-    """Creates runs/<name>; without a name, <data>-<model>-<n> with the first free n. Never reuses a folder."""
+    """Creates runs/<name>; without a name, <data>-<model>-<n> with the first free n."""
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     if name:
@@ -27,7 +36,9 @@ def create_run_dir(runs_dir: str | Path, name: str | None, data: str, model: str
         try:
             path.mkdir()
         except FileExistsError:
-            raise VislabError(f"run folder {path} already exists: pick another name= or --resume it") from None
+            raise VislabError(
+                f"run folder {path} already exists: pick another name= or --resume it"
+            ) from None
         return path
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(data.removeprefix('folder:')).name}-{model}").strip("_")
     for number in range(1, 100_000):
@@ -47,14 +58,21 @@ class EpochLog(L.Callback):
     def __init__(self, path: Path, train_size: int):
         self.path, self.train_size = path, train_size
         self.rows: list[dict] = []
-        self.epoch_start = self.fit_start = 0.0
+        self.epoch_start = self.fit_start = self.val_start = self.val_time = 0.0
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # Wall time accumulates across resumes: this session starts where the checkpoint's clock stopped.
         self.fit_start = time.perf_counter() - (self.rows[-1]["wall_time_s"] if self.rows else 0.0)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.epoch_start = time.perf_counter()
+        self.epoch_start, self.val_time = time.perf_counter(), 0.0
+
+    # Lightning validates inside the training epoch; its time is kept out of training throughput.
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self.val_time += time.perf_counter() - self.val_start
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -62,8 +80,11 @@ class EpochLog(L.Callback):
         row |= {k: round(metrics[k], 6) for k in METRIC_COLUMNS[1:6] if k in metrics}
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         row["epoch_time_s"] = round(time.perf_counter() - self.epoch_start, 3)
+        row["train_time_s"] = round(row["epoch_time_s"] - self.val_time, 3)
         row["wall_time_s"] = round(time.perf_counter() - self.fit_start, 3)
-        row["train_images"] = trainer.num_training_batches * trainer.train_dataloader.batch_size * trainer.world_size
+        row["train_images"] = (
+            trainer.num_training_batches * trainer.train_dataloader.batch_size * trainer.world_size
+        )
         self.rows.append(row)
         if trainer.is_global_zero:
             self.write()
@@ -88,7 +109,7 @@ def summarize(rows: list[dict], monitor: str, mode: str, extra: dict) -> dict:
     pick = max if mode == "max" else min
     best = pick(rows, key=lambda r: r.get(monitor, float("nan")))
     final = rows[-1]
-    train_time = sum(r["epoch_time_s"] for r in rows)
+    train_time = sum(r["train_time_s"] for r in rows)
     return {
         "best_epoch": best["epoch"],
         "best_val_top1": best.get("val_top1"),
@@ -109,7 +130,11 @@ def environment() -> dict:
     import lightning
     import torchvision
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"cpu ({platform.processor() or platform.machine()})"
+    )
     return {
         "device": device,
         "versions": {

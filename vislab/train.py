@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -44,14 +45,25 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
         # Saved at the end of each training epoch, after validation and the metrics row, so that the
         # checkpoint holds the whole epoch: weights, optimizer, schedule, early-stopping and metrics history.
         ModelCheckpoint(
-            run_dir / "checkpoints", filename="best", monitor=stopping.monitor, mode=stopping.mode,
-            save_last=True, save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False,
-        ),  # fmt: skip
+            run_dir / "checkpoints",
+            filename="best",
+            monitor=stopping.monitor,
+            mode=stopping.mode,
+            save_last=True,
+            save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
     ]
     if stopping.patience:
         callbacks.append(
-            EarlyStopping(stopping.monitor, stopping.min_delta, stopping.patience, mode=stopping.mode,
-                          check_on_train_epoch_end=True)  # fmt: skip
+            EarlyStopping(
+                stopping.monitor,
+                stopping.min_delta,
+                stopping.patience,
+                mode=stopping.mode,
+                check_on_train_epoch_end=True,
+            )
         )
     if t.ema_decay:
         callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay)))
@@ -107,13 +119,22 @@ def train(config: Config, resume: Path | None = None) -> Path:
     if config.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     meta = {
-        "task": config.task, "classes": splits.classes, "channels": splits.channels,
-        "image_size": splits.image_size, "mean": config.mean, "std": config.std,
-        "model": config.model, "model_args": config.model_args, "config": config.model_dump(mode="json"),
-    }  # fmt: skip
-    augment = BatchAugment(config.augment, config.mean, config.std, num_classes,
-                           per_image_in_workers=not splits.train.in_memory)  # fmt: skip
-    task = ClassificationTask(torch.compile(model) if config.trainer.compile else model, config, augment, meta)
+        "task": config.task,
+        "classes": splits.classes,
+        "channels": splits.channels,
+        "image_size": splits.image_size,
+        "mean": config.mean,
+        "std": config.std,
+        "model": config.model,
+        "model_args": config.model_args,
+        "config": config.model_dump(mode="json"),
+    }
+    augment = BatchAugment(
+        config.augment, config.mean, config.std, num_classes, per_image_in_workers=not splits.train.in_memory
+    )
+    task = ClassificationTask(
+        torch.compile(model) if config.trainer.compile else model, config, augment, meta
+    )
     datamodule = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment)
 
     created = resume is None and not is_worker_process()
@@ -128,9 +149,9 @@ def train(config: Config, resume: Path | None = None) -> Path:
         if created:
             save_config(config, run_dir / "config.yaml")
             if splits.skipped:
-                (run_dir / "skipped_images.txt").write_text("".join(f"{p}\n" for p in splits.skipped))
-                warnings.warn(f"skipped {len(splits.skipped)} unreadable images (listed in {run_dir}/skipped_images.txt)",
-                              stacklevel=1)  # fmt: skip
+                listing = run_dir / "skipped_images.txt"
+                listing.write_text("".join(f"{p}\n" for p in splits.skipped))
+                print(f"vislab: warning: skipped {len(splits.skipped)} unreadable images ({listing})", file=sys.stderr)
         epoch_log = EpochLog(run_dir / "metrics.csv", len(splits.train))
         trainer = build_trainer(config, run_dir, epoch_log)
         last = run_dir / "checkpoints" / "last.ckpt" if resume else None
@@ -140,8 +161,13 @@ def train(config: Config, resume: Path | None = None) -> Path:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     if trainer.is_global_zero:
-        extra = {"params": count_parameters(model), "train_size": len(splits.train), "val_size": len(splits.val),
-                 "num_classes": num_classes, **environment()}  # fmt: skip
+        extra = {
+            "params": count_parameters(model),
+            "train_size": len(splits.train),
+            "val_size": len(splits.val),
+            "num_classes": num_classes,
+            **environment(),
+        }
         summary = summarize(epoch_log.rows, config.early_stopping.monitor, config.early_stopping.mode, extra)
         write_json(run_dir / "summary.json", summary)
     return run_dir

@@ -30,8 +30,14 @@ def load_splits(config: Config) -> Splits:
     size = config.image_size
     if size is None and needs_exact_input_size(config.model):
         size = model_input_size(config.model)
-    path = Path(config.data.removeprefix(FOLDER_PREFIX)).expanduser() if config.data.startswith(FOLDER_PREFIX) else None
-    request = LoadRequest(data_dir_of(config), config.val_fraction, size, config.skip_bad_images, config.in_memory, path)
+    path = (
+        Path(config.data.removeprefix(FOLDER_PREFIX)).expanduser()
+        if config.data.startswith(FOLDER_PREFIX)
+        else None
+    )
+    request = LoadRequest(
+        data_dir_of(config), config.val_fraction, size, config.skip_bad_images, config.in_memory, path
+    )
     splits = get_dataset(config.data).load(request)
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise VislabError(f"dataset {config.data} has an empty train or val split")
@@ -57,10 +63,16 @@ def resolve_defaults(config: Config, splits: Splits) -> Config:
     if mean is None or std is None:
         mean, std = channel_stats(stats_sample(splits))
     if len(mean) != splits.channels or len(std) != splits.channels:
-        raise VislabError(f"mean and std need {splits.channels} values for {config.data}, got {len(mean)}/{len(std)}")
+        raise VislabError(
+            f"mean and std need {splits.channels} values for {config.data}, got {len(mean)}/{len(std)}"
+        )
     return config.model_copy(
-        update={"augment": config.augment.model_validate(filled), "mean": mean, "std": std,
-                "image_size": splits.image_size}  # fmt: skip
+        update={
+            "augment": config.augment.model_validate(filled),
+            "mean": mean,
+            "std": std,
+            "image_size": splits.image_size,
+        }
     )
 
 

@@ -3,34 +3,29 @@ normalised floats, every random choice drawn per sample with tensor ops instead 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torchvision.transforms.v2 as T
-import torchvision.transforms.v2.functional as F
 from torch import nn
 
 from vislab.config import AugmentConfig
+from vislab.data.randaugment import rand_augment
 
-NUM_BINS = 31  # RandAugment's magnitude scale 0..30, as in torchvision and the paper
 
-
-def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
-    """Zero-pads by `padding` and crops the original size at a random offset per image."""
-    batch, _, height, width = images.shape
+def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
+    """Zero-pads by `padding`, crops the original size at a random offset per image and, with `hflip`,
+    mirrors a random half of them: one gather for the whole batch."""
+    batch, chans, height, width = images.shape
+    device = images.device
     padded = nn.functional.pad(images, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device)
-    dx = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device)
-    rows = (dy + torch.arange(height, device=images.device))[:, None, :, None]
-    cols = (dx + torch.arange(width, device=images.device))[:, None, None, :]
-    index = torch.arange(batch, device=images.device)[:, None, None, None]
-    channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-    return padded[index, channel, rows, cols]
-
-
-def random_hflip(images: torch.Tensor) -> torch.Tensor:
-    flip = torch.rand(len(images), device=images.device) < 0.5
-    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+    padded_width = width + 2 * padding
+    dy = torch.randint(0, 2 * padding + 1, (batch, 1, 1), device=device)
+    dx = torch.randint(0, 2 * padding + 1, (batch, 1, 1), device=device)
+    cols = torch.arange(width, device=device).view(1, 1, width)
+    if hflip:
+        cols = torch.where(torch.rand(batch, 1, 1, device=device) < 0.5, width - 1 - cols, cols)
+    rows = torch.arange(height, device=device).view(1, height, 1) + dy
+    index = (rows * padded_width + cols + dx).view(batch, 1, -1).expand(batch, chans, -1)
+    return padded.flatten(2).gather(2, index).view_as(images)
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -64,60 +59,17 @@ def cutout(images: torch.Tensor, size: int) -> torch.Tensor:
     return images.masked_fill(inside[:, None], 0.0)
 
 
-def _affine(images, shear=(0.0, 0.0), translate=(0, 0), angle=0.0):
-    return F.affine(images, angle=angle, translate=list(translate), scale=1.0, shear=list(shear), center=[0, 0])
-
-
-# RandAugment's 14 operations on float images in [0, 1]: (name, function(images, magnitude), magnitudes
-# over the 31 bins, signed). The same space as torchvision's RandAugment, applied per sample.
-def _ops(height: int, width: int) -> list[tuple[str, object, torch.Tensor, bool]]:
-    def linspace(high: float) -> torch.Tensor:
-        return torch.linspace(0.0, high, NUM_BINS)
-
-    return [
-        ("identity", lambda x, m: x, torch.zeros(NUM_BINS), False),
-        ("shear_x", lambda x, m: _affine(x, shear=(math.degrees(math.atan(m)), 0.0)), linspace(0.3), True),
-        ("shear_y", lambda x, m: _affine(x, shear=(0.0, math.degrees(math.atan(m)))), linspace(0.3), True),
-        ("translate_x", lambda x, m: _affine(x, translate=(int(m), 0)), linspace(150 / 331 * width), True),
-        ("translate_y", lambda x, m: _affine(x, translate=(0, int(m))), linspace(150 / 331 * height), True),
-        ("rotate", lambda x, m: _affine(x, angle=m), linspace(30.0), True),
-        ("brightness", lambda x, m: F.adjust_brightness(x, 1 + m), linspace(0.9), True),
-        ("color", lambda x, m: F.adjust_saturation(x, 1 + m), linspace(0.9), True),
-        ("contrast", lambda x, m: F.adjust_contrast(x, 1 + m), linspace(0.9), True),
-        ("sharpness", lambda x, m: F.adjust_sharpness(x, 1 + m), linspace(0.9), True),
-        ("posterize", lambda x, m: F.posterize(x, int(m)),
-         8 - (torch.arange(NUM_BINS) / ((NUM_BINS - 1) / 4)).round(), False),  # fmt: skip
-        ("solarize", lambda x, m: F.solarize(x, m), torch.linspace(1.0, 0.0, NUM_BINS), False),
-        ("autocontrast", lambda x, m: F.autocontrast(x), torch.zeros(NUM_BINS), False),
-        ("equalize", lambda x, m: F.equalize(x), torch.zeros(NUM_BINS), False),
-    ]
-
-
-def rand_augment(images: torch.Tensor, num_ops: int, magnitude: int) -> torch.Tensor:
-    """RandAugment (Cubuk et al.) with an independent choice of op and sign for every image:
-    images are grouped by (op, sign) so each group is one batched call."""
-    ops = _ops(images.shape[-2], images.shape[-1])
-    for _ in range(num_ops):
-        choice = torch.randint(0, len(ops), (len(images),), device=images.device)
-        negative = torch.rand(len(images), device=images.device) < 0.5
-        groups = choice * 2 + negative
-        out = images.clone()
-        for group in torch.unique(groups).tolist():
-            index = (groups == group).nonzero().squeeze(1)
-            _, op, magnitudes, signed = ops[group // 2]
-            value = magnitudes[magnitude].item()
-            if signed and group % 2:
-                value = -value
-            out[index] = op(images[index], value).clamp(0, 1)
-        images = out
-    return images
-
-
 class BatchAugment(nn.Module):
     """Turns uint8 batches into model inputs: augments (in training), normalises, mixes labels."""
 
-    def __init__(self, augment: AugmentConfig, mean: list[float], std: list[float], num_classes: int,
-                 per_image_in_workers: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        augment: AugmentConfig,
+        mean: list[float],
+        std: list[float],
+        num_classes: int,
+        per_image_in_workers: bool = False,
+    ):
         super().__init__()
         self.augment = augment
         # Streamed datasets crop, flip and RandAugment each image in DataLoader workers; in-memory ones here.
@@ -138,10 +90,8 @@ class BatchAugment(nn.Module):
         """Training-time path: returns normalised images and targets (class indices, or soft labels
         when MixUp/CutMix are on)."""
         aug = self.augment
-        if self.on_device and aug.crop_padding:
-            images = random_crop(images, aug.crop_padding)
-        if self.on_device and aug.hflip:
-            images = random_hflip(images)
+        if self.on_device and (aug.crop_padding or aug.hflip):
+            images = random_crop_flip(images, aug.crop_padding, aug.hflip)
         images = images.float() / 255
         if aug.color_jitter:
             images = color_jitter(images, aug.color_jitter)

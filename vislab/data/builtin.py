@@ -11,8 +11,16 @@ from vislab.data.registry import DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Split, Splits, stratified_split
 from vislab.errors import VislabError
 
-SMALL_PHOTO_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9,
-                           cutout=0, mixup=0.0, cutmix=0.0)  # fmt: skip
+SMALL_PHOTO_AUGMENT = dict(
+    crop_padding=4,
+    hflip=True,
+    color_jitter=0.0,
+    randaugment_n=0,
+    randaugment_m=9,
+    cutout=0,
+    mixup=0.0,
+    cutmix=0.0,
+)
 # Digits are 8x8: a one-pixel shift is a real variation, a mirror image is a different glyph.
 DIGITS_AUGMENT = dict(SMALL_PHOTO_AUGMENT, crop_padding=1, hflip=False)
 
@@ -21,7 +29,9 @@ def resize_all(images: torch.Tensor, size: int | None) -> torch.Tensor:
     """Resizes a uint8 batch to size x size (for models that need a larger input)."""
     if size is None or images.shape[-1] == size:
         return images
-    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    resized = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
@@ -45,7 +55,9 @@ def load_cifar(request: LoadRequest, hundred: bool) -> Splits:
     root = request.data_dir
     try:
         root.mkdir(parents=True, exist_ok=True)
-        train_set = dataset_class(root, train=True, download=True)  # verifies the MD5 first, downloads if needed
+        train_set = dataset_class(
+            root, train=True, download=True
+        )  # verifies the MD5 first, downloads if needed
         test_set = dataset_class(root, train=False)
     except (OSError, RuntimeError) as error:
         raise VislabError(f"could not get {dataset_class.__name__} into {root}: {error}") from None
@@ -69,14 +81,25 @@ def cifar_present(root: Path, hundred: bool) -> bool:
 
 
 register_dataset(
-    DatasetEntry("digits", load_digits, lambda _: True, "8x8 handwritten digits, 10 classes (embedded)",
-                 DIGITS_AUGMENT)  # fmt: skip
+    DatasetEntry(
+        "digits", load_digits, lambda _: True, "8x8 handwritten digits, 10 classes (embedded)", DIGITS_AUGMENT
+    )
 )
 register_dataset(
-    DatasetEntry("cifar10", lambda r: load_cifar(r, False), lambda d: cifar_present(d, False),
-                 "CIFAR-10, 32x32, 10 classes (downloads 163 MB)", SMALL_PHOTO_AUGMENT)  # fmt: skip
+    DatasetEntry(
+        "cifar10",
+        lambda r: load_cifar(r, False),
+        lambda d: cifar_present(d, False),
+        "CIFAR-10, 32x32, 10 classes (downloads 163 MB)",
+        SMALL_PHOTO_AUGMENT,
+    )
 )
 register_dataset(
-    DatasetEntry("cifar100", lambda r: load_cifar(r, True), lambda d: cifar_present(d, True),
-                 "CIFAR-100, 32x32, 100 classes (downloads 161 MB)", SMALL_PHOTO_AUGMENT)  # fmt: skip
+    DatasetEntry(
+        "cifar100",
+        lambda r: load_cifar(r, True),
+        lambda d: cifar_present(d, True),
+        "CIFAR-100, 32x32, 100 classes (downloads 161 MB)",
+        SMALL_PHOTO_AUGMENT,
+    )
 )

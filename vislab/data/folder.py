@@ -14,8 +14,16 @@ from vislab.data.splits import Split, Splits, fits_in_memory, stratified_split
 from vislab.errors import VislabError
 
 LARGE_IMAGE_DEFAULT_SIZE = 224  # photos larger than this are resized to the usual ImageNet input size
-FOLDER_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9,
-                      cutout=0, mixup=0.0, cutmix=0.0)  # fmt: skip
+FOLDER_AUGMENT = dict(
+    crop_padding=4,
+    hflip=True,
+    color_jitter=0.0,
+    randaugment_n=0,
+    randaugment_m=9,
+    cutout=0,
+    mixup=0.0,
+    cutmix=0.0,
+)
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
@@ -35,7 +43,9 @@ def labelled_files(root: Path, classes: list[str] | None = None) -> tuple[list[s
     if classes is None:
         classes = list(found)
         if len(classes) < 2:
-            raise VislabError(f"{root} has only one class folder ({classes[0]}); a classifier needs at least two")
+            raise VislabError(
+                f"{root} has only one class folder ({classes[0]}); a classifier needs at least two"
+            )
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise VislabError(f"{root} has class folders not in the training set: {', '.join(unknown)}")

@@ -24,7 +24,9 @@ def open_image(path: Path, channels: int) -> Image.Image:
     palette, RGBA, CMYK, 16-bit and grayscale files all convert."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns about palette transparency; the conversion is intended
+            warnings.simplefilter(
+                "ignore"
+            )  # PIL warns about palette transparency; the conversion is intended
             with Image.open(path) as image:
                 image.load()
                 if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

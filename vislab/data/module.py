@@ -84,7 +84,9 @@ class ImageDataModule(L.LightningDataModule):
         # order as an uninterrupted one; with one process it is a plain seeded shuffle.
         sampler = None
         if train or world > 1:
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+            sampler = DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=train, seed=self.seed
+            )
             # Lightning prefetches a resumed run's first batch before it calls set_epoch: set it here.
             sampler.set_epoch(trainer.current_epoch if trainer else 0)
         workers = 0 if split.in_memory else self.num_workers

@@ -56,7 +56,9 @@ def stratified_split(split: Split, val_fraction: float) -> tuple[Split, Split]:
         raise VislabError("every class needs at least 2 images to hold one out for validation")
     held_out = max(round(val_fraction * len(split)), len(present))
     if held_out > len(split) - len(present):
-        raise VislabError(f"{len(split)} images are too few to split {len(present)} classes into train and val")
+        raise VislabError(
+            f"{len(split)} images are too few to split {len(present)} classes into train and val"
+        )
     train_idx, val_idx = train_test_split(
         list(range(len(split))), test_size=held_out, stratify=split.labels.numpy(), random_state=SPLIT_SEED
     )

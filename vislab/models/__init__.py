@@ -17,7 +17,9 @@ def create_model(
         return create_timm_model(name.removeprefix(PREFIX), num_classes, in_chans, **options)
     entry = get_entry(name)
     check_options(name, options, entry.options())
-    return entry.builder(num_classes=num_classes, in_chans=in_chans, image_size=image_size or entry.input_size, **options)
+    return entry.builder(
+        num_classes=num_classes, in_chans=in_chans, image_size=image_size or entry.input_size, **options
+    )
 
 
 def model_input_size(name: str) -> int:
@@ -28,7 +30,7 @@ def model_input_size(name: str) -> int:
 
 
 def needs_exact_input_size(name: str) -> bool:
-    """timm models (ViTs especially) expect their pretrained size; our CNNs pool globally and take any size."""
+    """timm models (ViTs especially) expect their pretrained size; our CNNs pool globally, any size fits."""
     return name.startswith(PREFIX)
 
 
@@ -36,4 +38,10 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["create_model", "model_input_size", "needs_exact_input_size", "count_parameters", "registered_models"]
+__all__ = [
+    "create_model",
+    "model_input_size",
+    "needs_exact_input_size",
+    "count_parameters",
+    "registered_models",
+]

@@ -82,7 +82,9 @@ def _register_depth(depth: int, preact: bool) -> None:
         return cifar_resnet(depth, num_classes, in_chans, width, preact)
 
     builder.__name__ = name
-    builder.__doc__ = f"CIFAR {'pre-activation ' if preact else ''}ResNet-{depth} (3 stages of {(depth - 2) // 6})."
+    builder.__doc__ = (
+        f"CIFAR {'pre-activation ' if preact else ''}ResNet-{depth} (3 stages of {(depth - 2) // 6})."
+    )
     register_model(input_size=32, family="cifar_resnet")(builder)
 
 

@@ -9,7 +9,11 @@ from vislab.models._registry import register_model
 
 
 def conv_bn_relu(in_chans: int, out_chans: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False), nn.BatchNorm2d(out_chans), nn.ReLU(True)]
+    return [
+        nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_chans),
+        nn.ReLU(True),
+    ]
 
 
 class Classifier(nn.Module):
@@ -28,7 +32,9 @@ class Classifier(nn.Module):
 
 
 @register_model(input_size=32, family="mlp")
-def mlp(num_classes: int, in_chans: int, image_size: int, hidden: int = 512, dropout: float = 0.2) -> nn.Module:
+def mlp(
+    num_classes: int, in_chans: int, image_size: int, hidden: int = 512, dropout: float = 0.2
+) -> nn.Module:
     """Three fully connected layers on the flattened image."""
     features = nn.Sequential(
         nn.Flatten(),
@@ -43,7 +49,9 @@ def mlp(num_classes: int, in_chans: int, image_size: int, hidden: int = 512, dro
 
 
 @register_model(input_size=32, family="cnn")
-def small_cnn(num_classes: int, in_chans: int, image_size: int, width: int = 32, dropout: float = 0.2) -> nn.Module:
+def small_cnn(
+    num_classes: int, in_chans: int, image_size: int, width: int = 32, dropout: float = 0.2
+) -> nn.Module:
     """Three conv layers and global pooling: the fast default that fits any input size."""
     features = nn.Sequential(
         *conv_bn_relu(in_chans, width),
@@ -77,7 +85,9 @@ def plain_cnn(
             size //= 2
         chans = out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(chans, hidden), nn.ReLU(True)]
-    return Classifier(nn.Sequential(*layers), nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes)))
+    return Classifier(
+        nn.Sequential(*layers), nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+    )
 
 
 VGG_STAGES = {
@@ -103,4 +113,6 @@ def vgg_cifar(
             chans = out
         layers.append(nn.MaxPool2d(2) if image_size >= 2 ** (stage + 1) else nn.Identity())
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    return Classifier(nn.Sequential(*layers), nn.Sequential(nn.Dropout(dropout), nn.Linear(chans, num_classes)))
+    return Classifier(
+        nn.Sequential(*layers), nn.Sequential(nn.Dropout(dropout), nn.Linear(chans, num_classes))
+    )

@@ -66,7 +66,9 @@ class ClassificationTask(L.LightningModule):
         optimizer = create_optimizer(self.model.parameters(), self.config.optim)
         total = self.trainer.estimated_stepping_batches
         per_epoch = max(1, int(total // self.trainer.max_epochs))
-        scheduler = create_scheduler(optimizer, self.config.sched, self.config.optim.lr, int(total), per_epoch)
+        scheduler = create_scheduler(
+            optimizer, self.config.sched, self.config.optim.lr, int(total), per_epoch
+        )
         return [optimizer] if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
