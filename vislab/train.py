@@ -151,7 +151,10 @@ def train(config: Config, resume: Path | None = None) -> Path:
             if splits.skipped:
                 listing = run_dir / "skipped_images.txt"
                 listing.write_text("".join(f"{p}\n" for p in splits.skipped))
-                print(f"vislab: warning: skipped {len(splits.skipped)} unreadable images ({listing})", file=sys.stderr)
+                print(
+                    f"vislab: warning: skipped {len(splits.skipped)} unreadable images ({listing})",
+                    file=sys.stderr,
+                )
         epoch_log = EpochLog(run_dir / "metrics.csv", len(splits.train))
         trainer = build_trainer(config, run_dir, epoch_log)
         last = run_dir / "checkpoints" / "last.ckpt" if resume else None
