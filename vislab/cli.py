@@ -39,22 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="write predictions to a .csv or .json file")
 
     commands.add_parser("models", help="list the registered models")
-    commands.add_parser("datasets", help="list the datasets and whether each is on disk")
+    datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
+    datasets.add_argument("overrides", nargs="*", help="data_dir=PATH to look somewhere else")
     return parser
 
 
 def run_train(args) -> None:
     from vislab.config import load_config, parse_overrides, to_yaml
+    from vislab.data import with_augment_defaults
     from vislab.train import resume_config, train
 
     if args.resume:
         if args.config:
             raise VislabError("--resume uses the run's own config.yaml; drop --config")
-        config, _ = resume_config(Path(args.resume), parse_overrides(args.overrides))
+        config = resume_config(Path(args.resume), parse_overrides(args.overrides))
     else:
         config = load_config(args.config, args.overrides)
     if args.print_config:
-        print(to_yaml(config), end="")
+        # Normalisation and image size stay null here: they come from the data when the run starts.
+        print(to_yaml(with_augment_defaults(config)), end="")
         return
     run_dir = train(config, resume=Path(args.resume) if args.resume else None)
     summary_path = run_dir / "summary.json"
@@ -101,9 +104,10 @@ def run_models(args) -> None:
 
 
 def run_datasets(args) -> None:
-    from vislab.data import default_data_dir, registered_datasets
+    from vislab.config import load_config
+    from vislab.data import data_dir_of, registered_datasets
 
-    data_dir = default_data_dir()
+    data_dir = data_dir_of(load_config(None, args.overrides))
     for name, entry in registered_datasets().items():
         shown = "folder:PATH" if name == "folder" else name
         present = "-" if name == "folder" else ("present" if entry.is_present(data_dir) else "not downloaded")

@@ -55,8 +55,8 @@ class EpochLog(L.Callback):
     """Writes one metrics.csv row per epoch. The rows also live in the checkpoint, so a resumed run
     rewrites exactly the history its checkpoint saw, with no duplicate or missing epochs."""
 
-    def __init__(self, path: Path, train_size: int):
-        self.path, self.train_size = path, train_size
+    def __init__(self, path: Path):
+        self.path = path
         self.rows: list[dict] = []
         self.epoch_start = self.fit_start = self.val_start = self.val_time = 0.0
 

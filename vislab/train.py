@@ -17,7 +17,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from vislab.checkpoint import AtomicCheckpointIO, read_checkpoint
 from vislab.config import Config, build_config, merge, read_yaml, save_config
-from vislab.data import load_splits, resolve_defaults
+from vislab.data import Splits, load_splits, resolve_defaults
 from vislab.data.augment import BatchAugment
 from vislab.data.module import ImageDataModule
 from vislab.errors import VislabError
@@ -97,27 +97,25 @@ def is_worker_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
 
 
-def resume_config(run_dir: Path, overrides: dict) -> tuple[Config, Path]:
-    """The saved config of a run to resume (overrides applied) and its last checkpoint."""
+def resume_config(run_dir: Path, overrides: dict) -> Config:
+    """The saved config of a run to resume, with overrides applied, once its last checkpoint checks out."""
     if not run_dir.is_dir():
         raise VislabError(f"cannot resume {run_dir}: no such run folder")
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise VislabError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
     read_checkpoint(last, task="classification")
-    return build_config(merge(read_yaml(run_dir / "config.yaml"), overrides)), last
+    return build_config(merge(read_yaml(run_dir / "config.yaml"), overrides))
 
 
-def train(config: Config, resume: Path | None = None) -> Path:
-    """Trains a classifier and returns its run folder."""
-    quiet_lightning()
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    splits = load_splits(config)
-    config = resolve_defaults(config, splits)
+def build_task(config: Config, splits: Splits) -> ClassificationTask:
+    """The model, its on-device augmentation and the metadata its checkpoints carry, as one task."""
     num_classes = len(splits.classes)
     model = create_model(config.model, num_classes, splits.channels, splits.image_size, **config.model_args)
     if config.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.trainer.compile:
+        model.compile()  # in place, so checkpoints keep the plain parameter names
     meta = {
         "task": config.task,
         "classes": splits.classes,
@@ -129,33 +127,41 @@ def train(config: Config, resume: Path | None = None) -> Path:
         "model_args": config.model_args,
         "config": config.model_dump(mode="json"),
     }
+    in_workers = not splits.train.in_memory
     augment = BatchAugment(
-        config.augment, config.mean, config.std, num_classes, per_image_in_workers=not splits.train.in_memory
+        config.augment, config.mean, config.std, num_classes, per_image_in_workers=in_workers
     )
-    task = ClassificationTask(
-        torch.compile(model) if config.trainer.compile else model, config, augment, meta
-    )
-    datamodule = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment)
+    return ClassificationTask(model, config, augment, meta)
 
+
+def open_run_dir(config: Config, splits: Splits) -> Path:
+    """Creates the run folder with its config.yaml, or, in a DDP worker process, joins rank 0's."""
+    if is_worker_process():
+        return Path(os.environ[RUN_DIR_ENV])
+    run_dir = create_run_dir(config.runs_dir, config.name, config.data, config.model)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    save_config(config, run_dir / "config.yaml")
+    if splits.skipped:
+        listing = run_dir / "skipped_images.txt"
+        listing.write_text("".join(f"{p}\n" for p in splits.skipped))
+        print(
+            f"vislab: warning: skipped {len(splits.skipped)} unreadable images ({listing})", file=sys.stderr
+        )
+    return run_dir
+
+
+def train(config: Config, resume: Path | None = None) -> Path:
+    """Trains a classifier (or resumes the run folder `resume`) and returns its run folder."""
+    quiet_lightning()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    splits = load_splits(config)
+    config = resolve_defaults(config, splits)
+    task = build_task(config, splits)
+    datamodule = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment)
     created = resume is None and not is_worker_process()
-    if resume is not None:
-        run_dir = resume
-    elif is_worker_process():
-        run_dir = Path(os.environ[RUN_DIR_ENV])
-    else:
-        run_dir = create_run_dir(config.runs_dir, config.name, config.data, config.model)
-        os.environ[RUN_DIR_ENV] = str(run_dir)
+    run_dir = resume if resume is not None else open_run_dir(config, splits)
+    epoch_log = EpochLog(run_dir / "metrics.csv")
     try:
-        if created:
-            save_config(config, run_dir / "config.yaml")
-            if splits.skipped:
-                listing = run_dir / "skipped_images.txt"
-                listing.write_text("".join(f"{p}\n" for p in splits.skipped))
-                print(
-                    f"vislab: warning: skipped {len(splits.skipped)} unreadable images ({listing})",
-                    file=sys.stderr,
-                )
-        epoch_log = EpochLog(run_dir / "metrics.csv", len(splits.train))
         trainer = build_trainer(config, run_dir, epoch_log)
         last = run_dir / "checkpoints" / "last.ckpt" if resume else None
         trainer.fit(task, datamodule=datamodule, ckpt_path=last, weights_only=True)
@@ -165,10 +171,10 @@ def train(config: Config, resume: Path | None = None) -> Path:
         raise
     if trainer.is_global_zero:
         extra = {
-            "params": count_parameters(model),
+            "params": count_parameters(task.model),
             "train_size": len(splits.train),
             "val_size": len(splits.val),
-            "num_classes": num_classes,
+            "num_classes": len(splits.classes),
             **environment(),
         }
         summary = summarize(epoch_log.rows, config.early_stopping.monitor, config.early_stopping.mode, extra)

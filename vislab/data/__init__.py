@@ -53,12 +53,16 @@ def stats_sample(splits: Splits, most: int = 2000) -> torch.Tensor:
     return torch.stack([t for t in tensors if t is not None])
 
 
+def with_augment_defaults(config: Config) -> Config:
+    """Fills the augmentation keys left unset (null) with the dataset's defaults."""
+    defaults = get_dataset(config.data).augment
+    filled = {key: defaults.get(key, 0) if value is None else value for key, value in config.augment}
+    return config.model_copy(update={"augment": config.augment.model_validate(filled)})
+
+
 def resolve_defaults(config: Config, splits: Splits) -> Config:
     """Fills what the config left to the data: augmentation defaults, normalisation, image size.
     The result is what the run folder records, so a rerun needs nothing but its config.yaml."""
-    augment = config.augment.model_dump()
-    defaults = get_dataset(config.data).augment
-    filled = {key: defaults.get(key, 0) if value is None else value for key, value in augment.items()}
     mean, std = config.mean, config.std
     if mean is None or std is None:
         mean, std = channel_stats(stats_sample(splits))
@@ -66,14 +70,15 @@ def resolve_defaults(config: Config, splits: Splits) -> Config:
         raise VislabError(
             f"mean and std need {splits.channels} values for {config.data}, got {len(mean)}/{len(std)}"
         )
-    return config.model_copy(
-        update={
-            "augment": config.augment.model_validate(filled),
-            "mean": mean,
-            "std": std,
-            "image_size": splits.image_size,
-        }
-    )
+    update = {"mean": mean, "std": std, "image_size": splits.image_size}
+    return with_augment_defaults(config).model_copy(update=update)
 
 
-__all__ = ["load_splits", "resolve_defaults", "registered_datasets", "data_dir_of", "Splits"]
+__all__ = [
+    "load_splits",
+    "resolve_defaults",
+    "with_augment_defaults",
+    "registered_datasets",
+    "data_dir_of",
+    "Splits",
+]
