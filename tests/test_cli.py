@@ -42,7 +42,9 @@ def wrong_file_server():
     server.shutdown()
 
 
-def test_a_download_that_fails_its_checksum_is_a_one_line_error(cli, tmp_path, monkeypatch, wrong_file_server):
+def test_a_download_that_fails_its_checksum_is_a_one_line_error(
+    cli, tmp_path, monkeypatch, wrong_file_server
+):
     monkeypatch.setattr(CIFAR10, "url", wrong_file_server)
     result = cli("train", "data=cifar10", f"data_dir={tmp_path}", f"runs_dir={tmp_path / 'runs'}")
     assert result.code == 2 and "Traceback" not in result.err

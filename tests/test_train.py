@@ -176,3 +176,46 @@ def test_two_process_gloo_ddp_on_cpu_trains_one_run(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["epochs_run"] == 3 and summary["final_val_top1"] > 0.5
+
+
+def test_streamed_folder_data_trains_and_evaluates_through_dataloader_workers(cli, tmp_path, cifar_jpgs):
+    result = cli(
+        "train",
+        f"data=folder:{cifar_jpgs}",
+        "in_memory=false",
+        "num_workers=2",
+        "model=resnet8",
+        "epochs=1",
+        "trainer.limit_train_batches=5",
+        "augment.randaugment_n=1",
+        "name=stream",
+        f"runs_dir={tmp_path}",
+        *QUIET,
+    )
+    assert result.code == 0, result.err
+    saved = yaml.safe_load((tmp_path / "stream" / "config.yaml").read_text())
+    assert saved["in_memory"] is False and len(saved["mean"]) == 3
+    evaluated = cli("eval", tmp_path / "stream", "--split", "test")
+    assert evaluated.code == 0 and "(500 images)" in evaluated.out
+
+
+def test_skipped_images_are_listed_in_the_run_folder(cli, tmp_path, cifar_jpgs):
+    root = tmp_path / "photos"
+    for class_dir in sorted((cifar_jpgs / "test").iterdir())[:3]:
+        (root / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:10]:
+            (root / class_dir.name / image.name).write_bytes(image.read_bytes())
+    (root / "bird" / "empty.jpg").write_bytes(b"")
+    result = cli(
+        "train",
+        f"data=folder:{root}",
+        "skip_bad_images=true",
+        "epochs=1",
+        "name=skip",
+        f"runs_dir={tmp_path / 'runs'}",
+        *QUIET,
+    )
+    assert result.code == 0, result.err
+    assert "skipped 1 unreadable images" in result.err
+    listed = (tmp_path / "runs" / "skip" / "skipped_images.txt").read_text().split()
+    assert listed == [str(root / "bird" / "empty.jpg")]

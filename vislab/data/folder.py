@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -54,6 +55,24 @@ def labelled_files(root: Path, classes: list[str] | None = None) -> tuple[list[s
     return classes, files, labels
 
 
+def check_headers(files: list[Path], skip_bad: bool) -> list[bool]:
+    """Opens every file's header (cheap) so that a streamed run fails, or skips, before training starts."""
+
+    def readable(path: Path) -> bool:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                Image.open(path).close()
+            return True
+        except OSError as error:
+            if not skip_bad:
+                raise VislabError(f"cannot read image {path}: {error}") from None
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(readable, files, chunksize=256))
+
+
 def native_size(first_file: Path) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -83,7 +102,10 @@ def load_folder(request: LoadRequest) -> Splits:
     def make_split(split_files: list[Path], split_labels: list[int]) -> Split:
         labels_tensor = torch.tensor(split_labels, dtype=torch.long)
         if not in_memory:
-            return Split(labels_tensor, files=split_files)
+            readable = check_headers(split_files, request.skip_bad_images)
+            skipped.extend(f for f, ok in zip(split_files, readable) if not ok)
+            keep = [i for i, ok in enumerate(readable) if ok]
+            return Split(labels_tensor[keep], files=[split_files[i] for i in keep])
         tensors, bad = read_images(split_files, 3, size, request.skip_bad_images)
         skipped.extend(bad)
         keep = [i for i, t in enumerate(tensors) if t is not None]
