@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -35,6 +36,15 @@ def extract_subset(archive: Path, out: Path, per_class: dict[str, int]) -> Path:
                 taken[key] = taken.get(key, 0) + 1
                 tar.extract(member, out, filter="data")
     return out
+
+
+def copy_classes(source: Path, target: Path, per_class: int, classes: int | None = None) -> Path:
+    """A small ImageFolder tree: the first `per_class` images of the first `classes` class folders."""
+    for class_dir in sorted(source.iterdir())[:classes]:
+        (target / class_dir.name).mkdir(parents=True)
+        for image in sorted(class_dir.iterdir())[:per_class]:
+            shutil.copy(image, target / class_dir.name / image.name)
+    return target
 
 
 @pytest.fixture(scope="session")

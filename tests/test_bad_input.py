@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import QUIET
+from conftest import QUIET, copy_classes
 
 from vislab.cli import main
 
@@ -33,14 +33,6 @@ def trained(tmp_path_factory):
     return runs / "ok"
 
 
-def small_folder(source, target, classes=10, per_class=6):
-    for class_dir in sorted(source.iterdir())[:classes]:
-        (target / class_dir.name).mkdir(parents=True)
-        for image in sorted(class_dir.iterdir())[:per_class]:
-            shutil.copy(image, target / class_dir.name)
-    return target
-
-
 def train(cli, runs, *args):
     result = cli("train", f"runs_dir={runs}", "epochs=1", *QUIET, *args)
     assert not runs.exists() or not any(runs.iterdir()), "a failed run left a folder behind"
@@ -59,12 +51,12 @@ def test_empty_folder(cli, runs, tmp_path):
 
 
 def test_folder_with_one_class(cli, runs, tmp_path, cifar_jpgs):
-    one = small_folder(cifar_jpgs / "test", tmp_path / "one", classes=1)
+    one = copy_classes(cifar_jpgs / "test", tmp_path / "one", per_class=6, classes=1)
     assert_one_line_error(train(cli, runs, f"data=folder:{one}"), "only one class folder")
 
 
 def test_corrupt_image_is_named(cli, runs, tmp_path, cifar_jpgs):
-    root = small_folder(cifar_jpgs / "test", tmp_path / "photos")
+    root = copy_classes(cifar_jpgs / "test", tmp_path / "photos", per_class=6)
     (root / "cat" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
     assert_one_line_error(train(cli, runs, f"data=folder:{root}"), "cannot read image", "corrupt.jpg")
 
@@ -85,7 +77,7 @@ def test_missing_config_file(cli, runs, tmp_path):
 
 
 def test_class_count_mismatch_with_a_checkpoint(cli, trained, tmp_path, cifar_jpgs):
-    five = small_folder(cifar_jpgs / "test", tmp_path / "five", classes=5)
+    five = copy_classes(cifar_jpgs / "test", tmp_path / "five", per_class=6, classes=5)
     assert_one_line_error(cli("eval", trained, f"data=folder:{five}"), "predicts 10 classes", "has 5")
 
 

@@ -1,9 +1,9 @@
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import copy_classes
 from PIL import Image
 
 from vislab.config import load_config
@@ -15,14 +15,6 @@ from vislab.errors import VislabError
 
 def folder_config(path: Path, *overrides: str):
     return load_config(None, [f"data=folder:{path}", *overrides])
-
-
-def copy_classes(source: Path, target: Path, per_class: int) -> Path:
-    for class_dir in sorted(source.iterdir()):
-        (target / class_dir.name).mkdir(parents=True)
-        for image in sorted(class_dir.iterdir())[:per_class]:
-            shutil.copy(image, target / class_dir.name / image.name)
-    return target
 
 
 def test_digits_split_is_stratified_and_fixed():
@@ -97,9 +89,7 @@ def test_empty_folder_and_single_class_are_rejected(tmp_path, cifar_jpgs):
     (tmp_path / "empty").mkdir()
     with pytest.raises(VislabError, match="no class folders with images"):
         load_splits(folder_config(tmp_path / "empty"))
-    one = copy_classes(cifar_jpgs / "test", tmp_path / "one", per_class=5)
-    for extra in sorted(one.iterdir())[1:]:
-        shutil.rmtree(extra)
+    one = copy_classes(cifar_jpgs / "test", tmp_path / "one", per_class=5, classes=1)
     with pytest.raises(VislabError, match="only one class folder"):
         load_splits(folder_config(one))
 

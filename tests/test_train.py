@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import QUIET, run_subprocess
+from conftest import QUIET, copy_classes, run_subprocess
 
 
 def read_rows(path):
@@ -200,11 +200,7 @@ def test_streamed_folder_data_trains_and_evaluates_through_dataloader_workers(cl
 
 
 def test_skipped_images_are_listed_in_the_run_folder(cli, tmp_path, cifar_jpgs):
-    root = tmp_path / "photos"
-    for class_dir in sorted((cifar_jpgs / "test").iterdir())[:3]:
-        (root / class_dir.name).mkdir(parents=True)
-        for image in sorted(class_dir.iterdir())[:10]:
-            (root / class_dir.name / image.name).write_bytes(image.read_bytes())
+    root = copy_classes(cifar_jpgs / "test", tmp_path / "photos", per_class=10, classes=3)
     (root / "bird" / "empty.jpg").write_bytes(b"")
     result = cli(
         "train",

@@ -7,22 +7,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vislab.data.registry import DatasetEntry, LoadRequest, register_dataset
+from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Split, Splits, stratified_split
 from vislab.errors import VislabError
 
-SMALL_PHOTO_AUGMENT = dict(
-    crop_padding=4,
-    hflip=True,
-    color_jitter=0.0,
-    randaugment_n=0,
-    randaugment_m=9,
-    cutout=0,
-    mixup=0.0,
-    cutmix=0.0,
-)
 # Digits are 8x8: a one-pixel shift is a real variation, a mirror image is a different glyph.
-DIGITS_AUGMENT = dict(SMALL_PHOTO_AUGMENT, crop_padding=1, hflip=False)
+DIGITS_AUGMENT = dict(PHOTO_AUGMENT, crop_padding=1, hflip=False)
 
 
 def resize_all(images: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -91,7 +81,7 @@ register_dataset(
         lambda r: load_cifar(r, False),
         lambda d: cifar_present(d, False),
         "CIFAR-10, 32x32, 10 classes (downloads 163 MB)",
-        SMALL_PHOTO_AUGMENT,
+        PHOTO_AUGMENT,
     )
 )
 register_dataset(
@@ -100,6 +90,6 @@ register_dataset(
         lambda r: load_cifar(r, True),
         lambda d: cifar_present(d, True),
         "CIFAR-100, 32x32, 100 classes (downloads 161 MB)",
-        SMALL_PHOTO_AUGMENT,
+        PHOTO_AUGMENT,
     )
 )

@@ -10,21 +10,11 @@ import torch
 from PIL import Image
 
 from vislab.data.images import is_image_file, read_images
-from vislab.data.registry import DatasetEntry, LoadRequest, register_dataset
+from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Split, Splits, fits_in_memory, stratified_split
 from vislab.errors import VislabError
 
 LARGE_IMAGE_DEFAULT_SIZE = 224  # photos larger than this are resized to the usual ImageNet input size
-FOLDER_AUGMENT = dict(
-    crop_padding=4,
-    hflip=True,
-    color_jitter=0.0,
-    randaugment_n=0,
-    randaugment_m=9,
-    cutout=0,
-    mixup=0.0,
-    cutmix=0.0,
-)
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
@@ -123,5 +113,5 @@ def load_folder(request: LoadRequest) -> Splits:
 
 
 register_dataset(
-    DatasetEntry("folder", load_folder, lambda _: True, "any ImageFolder tree: folder:PATH", FOLDER_AUGMENT)
+    DatasetEntry("folder", load_folder, lambda _: True, "any ImageFolder tree: folder:PATH", PHOTO_AUGMENT)
 )

@@ -11,6 +11,8 @@ from vislab.data.splits import Splits
 from vislab.errors import unknown_name
 
 FOLDER_PREFIX = "folder:"
+# Crop with 4-pixel padding and flip: the standard augmentation for small photos (CIFAR, folders).
+PHOTO_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9, cutout=0)
 
 
 @dataclass(frozen=True)
