@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -17,9 +19,10 @@ from torchmetrics.classification import (
 )
 
 from vislab.checkpoint import find_checkpoint, model_from_checkpoint, read_checkpoint
-from vislab.config import build_config, merge, parse_overrides
+from vislab.config import Config, build_config, merge, parse_overrides
 from vislab.data import load_splits
 from vislab.data.module import ImageDataModule
+from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
 from vislab.runs import write_json
 
@@ -44,9 +47,26 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     )
 
 
-def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None) -> dict:
-    """Evaluates on the run's own dataset split (or another dataset with the same classes, via overrides)
-    and writes eval_<split>.json and confusion_<split>.csv beside the checkpoint's run."""
+@dataclass
+class EvalData:
+    """A checkpoint with the dataset split it is evaluated on."""
+
+    path: Path
+    checkpoint: dict
+    config: Config
+    splits: Splits
+    split_name: str
+    split: Split
+
+    @property
+    def meta(self) -> dict:
+        return self.checkpoint["vislab"]
+
+
+def load_eval_data(
+    run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None
+) -> EvalData:
+    """The checkpoint and its run's dataset split (or, via overrides, another dataset with its classes)."""
     path = find_checkpoint(run_or_checkpoint)
     checkpoint = read_checkpoint(path, task="classification")
     meta = checkpoint["vislab"]
@@ -64,34 +84,69 @@ def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[
     data = splits.split(split)
     if data is None:
         raise VislabError(f"{config.data} has no {split} split")
+    return EvalData(path, checkpoint, config, splits, split, data)
 
-    model = model_from_checkpoint(checkpoint)
+
+@dataclass
+class Outputs:
+    logits: torch.Tensor  # (N, classes)
+    labels: torch.Tensor  # (N,)
+    features: torch.Tensor | None  # (N, D) penultimate-layer features, when asked for
+
+
+def penultimate_layer(model: nn.Module) -> nn.Module:
+    """The final classifier layer, whose input is the penultimate feature vector."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise VislabError("the model has no final linear layer to read features from")
+    return linears[-1]
+
+
+def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = False) -> Outputs:
+    """Runs the model over the split in evaluation mode."""
+    config, meta = data.config, data.meta
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
-    loader = ImageDataModule(
-        splits, config.batch_size, config.num_workers, config.seed, config.augment
-    ).loader(data, train=False)
+    module = ImageDataModule(data.splits, config.batch_size, config.num_workers, config.seed, config.augment)
+    captured: list[torch.Tensor] = []
+    hook = None
+    if with_features:
+        hook = penultimate_layer(model).register_forward_hook(
+            lambda m, args, out: captured.append(args[0].flatten(1))
+        )
+    logits, labels = [], []
+    try:
+        with torch.inference_mode():
+            for images, batch_labels in module.loader(data.split, train=False):
+                logits.append(model((images.float() / 255 - mean) / std))
+                labels.append(batch_labels)
+    finally:
+        if hook is not None:
+            hook.remove()
+    return Outputs(torch.cat(logits), torch.cat(labels), torch.cat(captured) if with_features else None)
+
+
+def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None) -> dict:
+    """Evaluates a checkpoint and writes eval_<split>.json and confusion_<split>.csv into its run folder."""
+    data = load_eval_data(run_or_checkpoint, split, overrides)
+    outputs = collect_outputs(model_from_checkpoint(data.checkpoint), data)
+    classes = data.meta["classes"]
     metrics = classification_metrics(len(classes))
-    loss_sum = 0.0
-    with torch.inference_mode():
-        for images, labels in loader:
-            logits = model((images.float() / 255 - mean) / std)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-            metrics.update(logits, labels)
+    metrics.update(outputs.logits, outputs.labels)
     values = metrics.compute()
     confusion = values.pop("confusion").tolist()
     per_class = values.pop("per_class_accuracy").tolist()
     result = {
-        "checkpoint": str(path),
-        "data": config.data,
+        "checkpoint": str(data.path),
+        "data": data.config.data,
         "split": split,
-        "images": len(data),
-        "loss": round(loss_sum / len(data), 6),
+        "images": len(outputs.labels),
+        "loss": round(F.cross_entropy(outputs.logits, outputs.labels).item(), 6),
         **{k: round(float(v), 6) for k, v in values.items()},
         "per_class_accuracy": {name: round(v, 6) for name, v in zip(classes, per_class)},
         "classes": classes,
         "confusion_matrix": confusion,
     }
-    out_dir = run_dir_of(path)
+    out_dir = run_dir_of(data.path)
     write_json(out_dir / f"eval_{split}.json", result)
     with open(out_dir / f"confusion_{split}.csv", "w", newline="") as file:
         writer = csv.writer(file)
