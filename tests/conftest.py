@@ -84,4 +84,5 @@ def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 600) ->
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-QUIET = ["trainer.progress_bar=false"]
+# No progress bar, and no report except where a test is about reports: the suite stays fast.
+QUIET = ["trainer.progress_bar=false", "report=false"]

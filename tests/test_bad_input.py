@@ -5,9 +5,10 @@ import shutil
 
 import pytest
 import torch
-from conftest import QUIET, copy_classes
 
 from vislab.cli import main
+
+from conftest import QUIET, copy_classes
 
 
 def assert_one_line_error(result, *phrases):

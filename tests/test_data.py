@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import copy_classes
 from PIL import Image
 
 from vislab.config import load_config
@@ -11,6 +10,8 @@ from vislab.data import load_splits, resolve_defaults
 from vislab.data.images import read_image
 from vislab.data.splits import channel_stats
 from vislab.errors import VislabError
+
+from conftest import copy_classes
 
 
 def folder_config(path: Path, *overrides: str):

@@ -1,12 +1,13 @@
 import json
 
 import pytest
-from conftest import QUIET
 from PIL import Image
 
 from vislab.cli import main
 from vislab.config import load_config
 from vislab.data import load_splits
+
+from conftest import QUIET
 
 
 @pytest.fixture(scope="module")

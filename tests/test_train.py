@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 import yaml
+
 from conftest import QUIET, copy_classes, run_subprocess
 
 

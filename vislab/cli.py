@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--out", type=Path, help="write predictions to a .csv or .json file")
 
+    report = commands.add_parser("report", help="write a run's HTML report with curves, confusion, ROC, CAM")
+    report.add_argument("run", metavar="RUN")
+    report.add_argument("--split", choices=["train", "val", "test"], default="val")
+    report.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot (slow on large splits)")
+    report.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM grids")
+
     commands.add_parser("models", help="list the registered models")
     datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
     datasets.add_argument("overrides", nargs="*", help="data_dir=PATH to look somewhere else")
@@ -93,6 +99,13 @@ def run_predict(args) -> None:
         write_predictions(rows, args.out)
 
 
+def run_report(args) -> None:
+    from vislab.reports.report import ReportOptions, build_report
+
+    path = build_report(args.run, ReportOptions(split=args.split, tsne=not args.no_tsne, cam=not args.no_cam))
+    print(path)
+
+
 def run_models(args) -> None:
     from vislab.models import count_parameters, create_model, registered_models
 
@@ -117,6 +130,7 @@ def run_datasets(args) -> None:
 
 COMMANDS = {
     "train": run_train,
+    "report": run_report,
     "eval": run_eval,
     "predict": run_predict,
     "models": run_models,

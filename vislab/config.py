@@ -98,6 +98,7 @@ class Config(Section):
     seed: int = 0
     name: str | None = None  # run name; default: <data>-<model>-<n>
     runs_dir: str = "runs"
+    report: bool = True  # write runs/<name>/report/ when training ends (vislab report RUN writes it later)
 
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

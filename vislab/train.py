@@ -179,6 +179,10 @@ def train(config: Config, resume: Path | None = None) -> Path:
         }
         summary = summarize(epoch_log.rows, config.early_stopping.monitor, config.early_stopping.mode, extra)
         write_json(run_dir / "summary.json", summary)
+        if config.report:
+            from vislab.reports.report import build_report
+
+            build_report(run_dir)
     return run_dir
 
 

@@ -1,0 +1,146 @@
+import base64
+import io
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vislab.checkpoint import find_checkpoint, model_from_checkpoint, read_checkpoint
+from vislab.cli import main
+from vislab.models import create_model
+from vislab.reports.cam import cam_target, grad_cam
+
+from conftest import QUIET
+
+SECTIONS = [
+    "summary",
+    "curves",
+    "confusion",
+    "per-class",
+    "roc",
+    "calibration",
+    "tsne",
+    "gradcam",
+    "activations",
+    "misclassified",
+]
+
+
+class ReportParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sections, self.images, self.headings = [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        elif tag == "img":
+            self.images.append((self.sections[-1], attrs["src"], attrs.get("alt")))
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory, cifar_jpgs):
+    runs = tmp_path_factory.mktemp("runs")
+    args = [
+        "train",
+        f"data=folder:{cifar_jpgs}",
+        "model=resnet8",
+        "epochs=3",
+        "batch_size=64",
+        f"runs_dir={runs}",
+        "name=cifar",
+        "trainer.progress_bar=false",
+    ]
+    assert main(args) == 0  # report=true is the default: training ends by writing the report
+    return runs / "cifar"
+
+
+def test_training_writes_a_self_contained_report_with_every_section(cifar_run):
+    html = (cifar_run / "report" / "report.html").read_text()
+    parser = ReportParser()
+    parser.feed(html)
+    assert parser.sections == SECTIONS
+    assert {section for section, _, _ in parser.images} == set(SECTIONS) - {"summary"}
+    for _, source, alt in parser.images:
+        assert source.startswith("data:image/png;base64,") and alt  # embedded, so the file opens offline
+        image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        image.load()
+        assert image.width > 300 and image.height > 200
+    assert "airplane" in html and "Macro ROC AUC" in html
+    markdown = (cifar_run / "report" / "report.md").read_text()
+    assert "## Confusion matrix" in markdown and "(confusion.png)" in markdown
+
+
+def test_report_command_can_skip_the_slow_steps(cli, cifar_run):
+    result = cli("report", cifar_run, "--split", "test", "--no-tsne", "--no-cam")
+    assert result.code == 0, result.err
+    parser = ReportParser()
+    parser.feed((cifar_run / "report" / "report.html").read_text())
+    assert (
+        "tsne" not in parser.sections and "gradcam" not in parser.sections and "confusion" in parser.sections
+    )
+
+
+def test_report_of_a_folder_without_a_run_is_a_clear_error(cli, tmp_path):
+    result = cli("report", tmp_path)
+    assert result.code == 2 and "not a finished vislab run" in result.err
+
+
+def paste(
+    canvas_size: int, image: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image on a plain grey canvas at a random place; returns the canvas and the top-left corner."""
+    canvas = np.full((canvas_size, canvas_size, 3), 128, dtype=np.uint8)
+    top, left = rng.integers(0, canvas_size - image.shape[0] + 1, size=2)
+    canvas[top : top + image.shape[0], left : left + image.shape[1]] = image
+    return canvas, (int(top), int(left))
+
+
+def test_grad_cam_falls_on_the_object_a_model_learned_to_recognise(tmp_path, cifar_jpgs):
+    classes, size, rng = ["automobile", "frog", "ship"], 64, np.random.default_rng(0)
+    for name in classes:
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for index, path in enumerate(sorted((cifar_jpgs / "train" / name).iterdir())):
+            canvas, _ = paste(size, np.asarray(Image.open(path).convert("RGB")), rng)
+            Image.fromarray(canvas).save(tmp_path / "data" / name / f"{index}.png")
+    args = [
+        "train",
+        f"data=folder:{tmp_path / 'data'}",
+        "model=resnet8",
+        "epochs=8",
+        "batch_size=32",
+        "augment.crop_padding=0",
+        f"runs_dir={tmp_path}",
+        "name=cam",
+        *QUIET,
+    ]
+    assert main(args) == 0
+    checkpoint = read_checkpoint(find_checkpoint(tmp_path / "cam"))
+    model, meta = model_from_checkpoint(checkpoint), checkpoint["vislab"]
+
+    canvases, boxes, labels = [], [], []
+    for label, name in enumerate(classes):  # held-out test images, pasted at known places
+        for path in sorted((cifar_jpgs / "test" / name).iterdir())[:20]:
+            canvas, corner = paste(size, np.asarray(Image.open(path).convert("RGB")), rng)
+            canvases.append(canvas), boxes.append(corner), labels.append(label)
+    images = torch.from_numpy(np.stack(canvases)).permute(0, 3, 1, 2).float() / 255
+    inputs = (images - torch.tensor(meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(meta["std"]).view(
+        1, 3, 1, 1
+    )
+    heatmaps = grad_cam(model, inputs, labels)
+    inside = [h[y : y + 32, x : x + 32].sum() / max(h.sum(), 1e-8) for h, (y, x) in zip(heatmaps, boxes)]
+    # The object covers a quarter of the canvas; most of the activation mass must fall on it.
+    assert np.median(inside) > 0.6, np.median(inside)
+
+
+def test_grad_cam_works_for_vision_transformers():
+    model = create_model("timm:vit_tiny_patch16_224", 3, img_size=64).eval()
+    heatmaps = grad_cam(model, torch.randn(2, 3, 64, 64), [0, 2])
+    assert heatmaps.shape == (2, 64, 64) and np.isfinite(heatmaps).all()
+
+
+def test_a_model_without_spatial_features_has_no_cam_target():
+    assert cam_target(create_model("mlp", 10, 3, 32), torch.randn(1, 3, 32, 32)) is None
