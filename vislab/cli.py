@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot (slow on large splits)")
     report.add_argument("--no-cam", action="store_true", help="skip the Grad-CAM grids")
 
+    compare = commands.add_parser("compare", help="compare finished runs: a table and overlaid curves")
+    compare.add_argument("runs", metavar="RUN", nargs="+")
+    compare.add_argument(
+        "--out", type=Path, help="output folder (default: runs/compare beside the first run)"
+    )
+
     commands.add_parser("models", help="list the registered models")
     datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
     datasets.add_argument("overrides", nargs="*", help="data_dir=PATH to look somewhere else")
@@ -106,6 +112,14 @@ def run_report(args) -> None:
     print(path)
 
 
+def run_compare(args) -> None:
+    from vislab.reports.compare import compare_runs
+
+    out, table = compare_runs(args.runs, args.out)
+    print(table.markdown())
+    print(f"wrote {out / 'compare.html'} and {out / 'compare.md'}")
+
+
 def run_models(args) -> None:
     from vislab.models import count_parameters, create_model, registered_models
 
@@ -131,6 +145,7 @@ def run_datasets(args) -> None:
 COMMANDS = {
     "train": run_train,
     "report": run_report,
+    "compare": run_compare,
     "eval": run_eval,
     "predict": run_predict,
     "models": run_models,

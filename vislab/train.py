@@ -175,6 +175,8 @@ def train(config: Config, resume: Path | None = None) -> Path:
             "train_size": len(splits.train),
             "val_size": len(splits.val),
             "num_classes": len(splits.classes),
+            "task": config.task,
+            "classes": splits.classes,
             **environment(),
         }
         summary = summarize(epoch_log.rows, config.early_stopping.monitor, config.early_stopping.mode, extra)

@@ -1,0 +1,135 @@
+"""`vislab compare RUN RUN ...`: the seed projects' "MLP -> CNN -> ResNet" tables and overlaid curves."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from matplotlib import pyplot as plt
+
+from vislab.errors import VislabError
+from vislab.reports.document import Section, Table, write_html, write_markdown
+from vislab.reports.report import read_metrics, save
+
+# Keys that differ without changing the result, or that the table shows in columns of their own.
+IGNORED_KEYS = {"name", "runs_dir", "report", "trainer.progress_bar", "model", "epochs"}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    summary: dict
+    rows: list[dict]
+
+
+def load_run(path: Path) -> Run:
+    files = [path / "config.yaml", path / "summary.json", path / "metrics.csv"]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise VislabError(f"{path} is not a finished vislab run (missing {', '.join(missing)})")
+    return Run(
+        path, yaml.safe_load(files[0].read_text()), json.loads(files[1].read_text()), read_metrics(path)
+    )
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "model_args":
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def check_comparable(runs: list[Run]) -> None:
+    first = runs[0]
+    for run in runs[1:]:
+        for key in ("task", "classes"):
+            mine = first.summary.get(key, first.config.get(key))
+            theirs = run.summary.get(key, run.config.get(key))
+            if mine != theirs:
+                raise VislabError(f"cannot compare {run.path} with {first.path}: their {key} differ")
+
+
+def differences(runs: list[Run]) -> list[str]:
+    """Config keys whose values are not the same in every run."""
+    flats = [flatten(run.config) for run in runs]
+    keys = sorted(set().union(*flats) - IGNORED_KEYS)
+    return [key for key in keys if len({json.dumps(f.get(key), sort_keys=True) for f in flats}) > 1]
+
+
+def curves(runs: list[Run]):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for axis, key, title in zip(
+        axes, ("val_top1", "val_loss", "train_loss"), ("Val top-1", "Val loss", "Train loss")
+    ):
+        for run in runs:
+            axis.plot(
+                [r["epoch"] for r in run.rows],
+                [r.get(key) for r in run.rows],
+                marker="o",
+                markersize=3,
+                label=run.path.name,
+            )
+        axis.set(title=title, xlabel="epoch", ylabel=key)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def compare_runs(paths: list[str | Path], out: Path | None = None) -> tuple[Path, Table]:
+    """Writes compare.html, compare.md and curves.png into `out` (default runs/compare); returns the table."""
+    if len(paths) < 2:
+        raise VislabError("compare needs at least two runs")
+    runs = [load_run(Path(p)) for p in paths]
+    check_comparable(runs)
+    changed = differences(runs)
+    header = [
+        "run",
+        "model",
+        "params",
+        "epochs",
+        "best top-1",
+        "best top-5",
+        "final top-1",
+        "final top-5",
+        "time (s)",
+        "images/s",
+    ] + changed
+    rows = []
+    for run in runs:
+        s, flat = run.summary, flatten(run.config)
+        rows.append(
+            [
+                run.path.name,
+                run.config["model"],
+                f"{s['params']:,}",
+                s["epochs_run"],
+                s["best_val_top1"],
+                s.get("best_val_top5"),
+                s["final_val_top1"],
+                s.get("final_val_top5"),
+                f"{s['wall_time_s']:.1f}",
+                f"{s['train_images_per_s']:.0f}",
+            ]
+            + [json.dumps(flat.get(k)) for k in changed]
+        )
+    table = Table(header, rows)
+    out = out or Path(paths[0]).parent / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    note = (
+        f"Config keys that differ: {', '.join(changed)}." if changed else "The runs' configs are identical."
+    )
+    sections = [
+        Section("table", "Runs", tables=[table], note=note),
+        Section("curves", "Curves", [save(curves(runs), out / "curves.png")]),
+    ]
+    title = f"vislab comparison: {', '.join(run.path.name for run in runs)}"
+    write_html(out / "compare.html", title, sections)
+    write_markdown(out / "compare.md", title, sections)
+    return out, table
