@@ -74,3 +74,9 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     weights = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(weights)
     return model.eval()
+
+
+def normalise(images: torch.Tensor, meta: dict) -> torch.Tensor:
+    """uint8 (N, C, H, W) images as the float input of the model that `meta` describes."""
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
+    return (images.float() / 255 - mean) / std

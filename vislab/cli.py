@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=["train", "val", "test"], default="val")
     evaluate.add_argument("overrides", nargs="*", help="e.g. data=folder:PATH to evaluate on other data")
 
-    predict = commands.add_parser("predict", help="classify images with a run or checkpoint")
-    predict.add_argument("run", metavar="RUN_OR_CKPT")
+    predict = commands.add_parser(
+        "predict", help="classify images with a run, a checkpoint or an ONNX export"
+    )
+    predict.add_argument("run", metavar="RUN_CKPT_OR_ONNX")
     predict.add_argument("target", metavar="IMAGE_OR_DIR")
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--out", type=Path, help="write predictions to a .csv or .json file")
@@ -49,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--out", type=Path, help="output folder (default: runs/compare beside the first run)"
     )
+
+    export = commands.add_parser(
+        "export", help="export a run's model to ONNX or TorchScript, checked on real images"
+    )
+    export.add_argument("run", metavar="RUN_OR_CKPT")
+    export.add_argument("--format", default="onnx", help="onnx or torchscript")
+    export.add_argument("--out", type=Path, help="output file (default: RUN/export/model.onnx)")
 
     commands.add_parser("models", help="list the registered models")
     datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
@@ -120,6 +129,13 @@ def run_compare(args) -> None:
     print(f"wrote {out / 'compare.html'} and {out / 'compare.md'}")
 
 
+def run_export(args) -> None:
+    from vislab.export import export
+
+    path, difference = export(args.run, args.format, args.out)
+    print(f"wrote {path}; max |logit difference| from PyTorch on real images: {difference:.2e}")
+
+
 def run_models(args) -> None:
     from vislab.models import count_parameters, create_model, registered_models
 
@@ -146,6 +162,7 @@ COMMANDS = {
     "train": run_train,
     "report": run_report,
     "compare": run_compare,
+    "export": run_export,
     "eval": run_eval,
     "predict": run_predict,
     "models": run_models,

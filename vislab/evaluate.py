@@ -18,7 +18,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from vislab.checkpoint import find_checkpoint, model_from_checkpoint, read_checkpoint
+from vislab.checkpoint import find_checkpoint, model_from_checkpoint, normalise, read_checkpoint
 from vislab.config import Config, build_config, merge, parse_overrides
 from vislab.data import load_splits
 from vislab.data.module import ImageDataModule
@@ -104,8 +104,7 @@ def penultimate_layer(model: nn.Module) -> nn.Module:
 
 def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = False) -> Outputs:
     """Runs the model over the split in evaluation mode."""
-    config, meta = data.config, data.meta
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
+    config = data.config
     module = ImageDataModule(data.splits, config.batch_size, config.num_workers, config.seed, config.augment)
     captured: list[torch.Tensor] = []
     hook = None
@@ -117,7 +116,7 @@ def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = Fals
     try:
         with torch.inference_mode():
             for images, batch_labels in module.loader(data.split, train=False):
-                logits.append(model((images.float() / 255 - mean) / std))
+                logits.append(model(normalise(images, data.meta)))
                 labels.append(batch_labels)
     finally:
         if hook is not None:

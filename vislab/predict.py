@@ -1,17 +1,19 @@
-"""`vislab predict`: top-k classes for images, from the checkpoint alone (classes, normalisation and
-input size travel inside it)."""
+"""`vislab predict`: top-k classes for images, from a checkpoint or an exported ONNX file alone (classes,
+normalisation and input size travel inside both)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from vislab.checkpoint import find_checkpoint, model_from_checkpoint, read_checkpoint
+from vislab.checkpoint import find_checkpoint, model_from_checkpoint, normalise, read_checkpoint
 from vislab.data.images import is_image_file, read_image
 from vislab.errors import VislabError
+from vislab.export import onnx_runner
 
 OUTPUT_FORMATS = (".csv", ".json")
 
@@ -27,24 +29,28 @@ def image_files(target: Path) -> list[Path]:
     return files
 
 
-def predict(
-    run_or_checkpoint: str | Path, target: str | Path, topk: int = 5, batch_size: int = 64
-) -> list[dict]:
+def load_classifier(source: str | Path) -> tuple[dict, Callable[[torch.Tensor], torch.Tensor]]:
+    """The preprocessing metadata and the logits function of a run, a checkpoint or an exported ONNX file."""
+    path = Path(source)
+    if path.suffix == ".onnx" and path.is_file():
+        meta, run = onnx_runner(path)
+        return meta, lambda inputs: torch.from_numpy(run(inputs))
+    checkpoint = read_checkpoint(find_checkpoint(path), task="classification")
+    return checkpoint["vislab"], model_from_checkpoint(checkpoint)
+
+
+def predict(source: str | Path, target: str | Path, topk: int = 5, batch_size: int = 64) -> list[dict]:
     """One row per image: the file and its top-k classes with probabilities."""
-    checkpoint = read_checkpoint(find_checkpoint(run_or_checkpoint), task="classification")
-    meta = checkpoint["vislab"]
-    model = model_from_checkpoint(checkpoint)
+    meta, classify = load_classifier(source)
     classes = meta["classes"]
     k = max(1, min(topk, len(classes)))
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
     files = image_files(Path(target))
     rows = []
     with torch.inference_mode():
         for start in range(0, len(files), batch_size):
             chunk = files[start : start + batch_size]
             images = torch.stack([read_image(f, meta["channels"], meta["image_size"]) for f in chunk])
-            probs = model((images.float() / 255 - mean) / std).softmax(1)
-            top = probs.topk(k, dim=1)
+            top = classify(normalise(images, meta)).softmax(1).topk(k, dim=1)
             for file, p, i in zip(chunk, top.values.tolist(), top.indices.tolist()):
                 rows.append(
                     {"file": str(file), "top": [{"class": classes[c], "prob": q} for c, q in zip(i, p)]}

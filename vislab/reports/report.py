@@ -17,7 +17,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 from torchmetrics.classification import MulticlassCalibrationError
 
-from vislab.checkpoint import model_from_checkpoint
+from vislab.checkpoint import model_from_checkpoint, normalise
 from vislab.data.images import read_image
 from vislab.errors import VislabError
 from vislab.evaluate import EvalData, collect_outputs, load_eval_data
@@ -57,11 +57,7 @@ def split_image(data: EvalData, index: int) -> np.ndarray:
 
 
 def model_input(data: EvalData, images: list[np.ndarray]) -> torch.Tensor:
-    meta = data.meta
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return (batch - torch.tensor(meta["mean"]).view(1, -1, 1, 1)) / torch.tensor(meta["std"]).view(
-        1, -1, 1, 1
-    )
+    return normalise(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), data.meta)
 
 
 def save(fig, path: Path) -> Path:

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+import torch
+
+from vislab.cli import main
+from vislab.models import create_model
+
+from conftest import QUIET
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cifar_jpgs):
+    runs = tmp_path_factory.mktemp("runs")
+    args = [f"data=folder:{cifar_jpgs}", "model=resnet8", "epochs=1", "name=run", f"runs_dir={runs}"]
+    assert main(["train", *args, *QUIET]) == 0
+    return runs / "run"
+
+
+def test_onnx_export_matches_pytorch_and_predicts_like_the_checkpoint(cli, run, cifar_jpgs, tmp_path):
+    result = cli("export", run, "--format", "onnx")
+    assert result.code == 0, result.err
+    difference = float(result.out.rsplit(":", 1)[1])
+    assert difference < 1e-4
+    onnx_file = run / "export" / "model.onnx"
+    images = cifar_jpgs / "test" / "ship"
+    assert cli("predict", onnx_file, images, "--out", tmp_path / "onnx.json").code == 0
+    assert cli("predict", run, images, "--out", tmp_path / "torch.json").code == 0
+    from_onnx, from_torch = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("onnx", "torch"))
+    assert len(from_onnx) == 50
+    for a, b in zip(from_onnx, from_torch):
+        assert a["top"][0]["class"] == b["top"][0]["class"]
+        assert a["top"][0]["prob"] == pytest.approx(b["top"][0]["prob"], abs=1e-4)
+
+
+def test_torchscript_export_carries_its_preprocessing(cli, run):
+    result = cli("export", run, "--format", "torchscript")
+    assert result.code == 0, result.err
+    extra = {"vislab.json": ""}
+    module = torch.jit.load(str(run / "export" / "model.torchscript.pt"), _extra_files=extra)
+    meta = json.loads(extra["vislab.json"])
+    assert meta["classes"][0] == "airplane" and meta["image_size"] == 32 and len(meta["mean"]) == 3
+    assert module(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
+
+
+def test_export_to_an_unknown_format_is_a_clear_error(cli, run):
+    result = cli("export", run, "--format", "tflite")
+    assert result.code == 2 and "unknown export format 'tflite'" in result.err
+
+
+def test_an_onnx_file_without_our_metadata_is_refused(cli, tmp_path, cifar_jpgs):
+    path = tmp_path / "foreign.onnx"
+    torch.onnx.export(
+        create_model("resnet8", 10).eval(), (torch.randn(1, 3, 32, 32),), str(path), dynamo=False
+    )
+    result = cli("predict", path, cifar_jpgs / "test" / "ship")
+    assert result.code == 2 and "no vislab metadata" in result.err
