@@ -144,3 +144,25 @@ def test_grad_cam_works_for_vision_transformers():
 
 def test_a_model_without_spatial_features_has_no_cam_target():
     assert cam_target(create_model("mlp", 10, 3, 32), torch.randn(1, 3, 32, 32)) is None
+
+
+def test_figures_stay_usable_with_many_classes():
+    from vislab.reports import plots
+
+    rng = np.random.default_rng(0)
+    classes = [f"class_{i}" for i in range(120)]
+    labels = rng.integers(0, 120, 2000)
+    probs = rng.dirichlet(np.ones(120), 2000)
+    probs[np.arange(2000), labels] += 1
+    probs /= probs.sum(1, keepdims=True)
+    confusion = np.zeros((120, 120), dtype=int)
+    np.add.at(confusion, (labels, probs.argmax(1)), 1)
+    _, aucs, macro = plots.roc_curves(probs, labels, classes)
+    assert len(aucs) == 120 and 0.5 < macro <= 1
+    roc_fig = plots.roc_curves(probs, labels, classes)[0]
+    assert len(roc_fig.axes[0].get_lines()) == 5 + 2  # the 5 worst classes, the macro curve, chance
+    table = {key: rng.random(120) for key in ("accuracy", "precision", "recall", "f1")}
+    assert len(plots.per_class_bars(table, classes).axes[0].get_yticklabels()) == 30
+    matrix = plots.confusion_matrices(confusion, classes)
+    ticks = [t.get_text() for t in matrix.axes[0].get_xticklabels()]
+    assert ticks and not any(t.startswith("class_") for t in ticks)  # class indices, not 120 crowded names
