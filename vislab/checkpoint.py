@@ -68,7 +68,13 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     """Rebuilds the network from the checkpoint's own metadata and loads its weights."""
     meta = checkpoint["vislab"]
     model = create_model(
-        meta["model"], len(meta["classes"]), meta["channels"], meta["image_size"], **meta["model_args"]
+        meta["model"],
+        len(meta["classes"]),
+        meta["channels"],
+        meta["image_size"],
+        head_hidden=meta.get("head_hidden", 0),
+        head_dropout=meta.get("head_dropout", 0.0),
+        **meta["model_args"],
     )
     prefix = "model."
     weights = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

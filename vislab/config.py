@@ -50,6 +50,20 @@ class SchedConfig(Section):
     patience: int = 5  # plateau, in epochs
 
 
+class FinetuneConfig(Section):
+    """How a backbone (the model's `features`) and its head are trained."""
+
+    mode: Literal["full", "linear", "two_stage"] = (
+        "full"  # linear: frozen backbone; two_stage: frozen, then not
+    )
+    head_epochs: int = Field(1, ge=0)  # two_stage: epochs of head-only training before the backbone unfreezes
+    backbone_lr_scale: float | None = None  # backbone lr / head lr; None: 0.1 in two_stage, else 1
+    head_hidden: int = Field(
+        0, ge=0
+    )  # timm models: a hidden layer in the head (e.g. 512), 0 = one linear layer
+    head_dropout: float = Field(0.0, ge=0, lt=1)
+
+
 class EarlyStoppingConfig(Section):
     patience: int = 0  # epochs without improvement before stopping; 0 = off
     monitor: Literal["val_top1", "val_top5", "val_loss"] = "val_top1"
@@ -92,6 +106,10 @@ class Config(Section):
 
     model: str = "small_cnn"
     model_args: dict[str, Any] = Field(default_factory=dict)  # keyword options of the model constructor
+    pretrained: bool = False  # ImageNet weights for timm models (hub, or an installed weights package)
+    weights: str | None = (
+        None  # a local state dict or checkpoint to start from; a mismatched head is replaced
+    )
 
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
@@ -104,6 +122,7 @@ class Config(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     sched: SchedConfig = Field(default_factory=SchedConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 

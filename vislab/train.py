@@ -24,6 +24,7 @@ from vislab.errors import VislabError
 from vislab.models import count_parameters, create_model
 from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
 from vislab.tasks.classification import ClassificationTask
+from vislab.tasks.finetune import BackboneFreeze
 
 RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how DDP worker processes find the folder that rank 0 created
 
@@ -64,6 +65,10 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
                 mode=stopping.mode,
                 check_on_train_epoch_end=True,
             )
+        )
+    if config.finetune.mode != "full":
+        callbacks.append(
+            BackboneFreeze(config.finetune.head_epochs if config.finetune.mode == "two_stage" else None)
         )
     if t.ema_decay:
         callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay)))
@@ -111,7 +116,18 @@ def resume_config(run_dir: Path, overrides: dict) -> Config:
 def build_task(config: Config, splits: Splits) -> ClassificationTask:
     """The model, its on-device augmentation and the metadata its checkpoints carry, as one task."""
     num_classes = len(splits.classes)
-    model = create_model(config.model, num_classes, splits.channels, splits.image_size, **config.model_args)
+    finetune = config.finetune
+    model = create_model(
+        config.model,
+        num_classes,
+        splits.channels,
+        splits.image_size,
+        config.pretrained,
+        config.weights,
+        finetune.head_hidden,
+        finetune.head_dropout,
+        **config.model_args,
+    )
     if config.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.trainer.compile:
@@ -125,6 +141,8 @@ def build_task(config: Config, splits: Splits) -> ClassificationTask:
         "std": config.std,
         "model": config.model,
         "model_args": config.model_args,
+        "head_hidden": finetune.head_hidden,
+        "head_dropout": finetune.head_dropout,
         "config": config.model_dump(mode="json"),
     }
     in_workers = not splits.train.in_memory

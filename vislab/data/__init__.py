@@ -14,6 +14,7 @@ from vislab.data.registry import FOLDER_PREFIX, LoadRequest, get_dataset, regist
 from vislab.data.splits import Splits, channel_stats
 from vislab.errors import VislabError
 from vislab.models import model_input_size, needs_exact_input_size
+from vislab.models.timm_models import timm_data_config
 
 
 def default_data_dir() -> Path:
@@ -64,6 +65,11 @@ def resolve_defaults(config: Config, splits: Splits) -> Config:
     """Fills what the config left to the data: augmentation defaults, normalisation, image size.
     The result is what the run folder records, so a rerun needs nothing but its config.yaml."""
     mean, std = config.mean, config.std
+    from_weights = (config.pretrained or config.weights) and needs_exact_input_size(config.model)
+    if (mean is None or std is None) and from_weights:  # what the weights were trained on
+        _, mean, std = timm_data_config(config.model.removeprefix("timm:"), config.pretrained)
+        if splits.channels == 1:  # timm folds RGB first-layer weights into one channel; so do the statistics
+            mean, std = [sum(mean) / 3], [sum(std) / 3]
     if mean is None or std is None:
         mean, std = channel_stats(stats_sample(splits))
     if len(mean) != splits.channels or len(std) != splits.channels:

@@ -2,30 +2,75 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from torch import nn
 
-from vislab.models import cifar_resnet, cnn  # noqa: F401  (importing registers the models)
+from vislab.errors import VislabError
+from vislab.models import cbam, cifar_resnet, cnn, densenet  # noqa: F401  (importing registers the models)
 from vislab.models._registry import check_options, get_entry, registered_models
-from vislab.models.timm_models import PREFIX, create_timm_model, timm_input_size
+from vislab.models.timm_models import PREFIX, create_timm_model, timm_data_config
 
 
 def create_model(
-    name: str, num_classes: int, in_chans: int = 3, image_size: int | None = None, **options
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    image_size: int | None = None,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    head_hidden: int = 0,
+    head_dropout: float = 0.0,
+    **options,
 ) -> nn.Module:
-    """Builds a registered model, or `timm:<name>` through timm, for `num_classes` outputs."""
+    """Builds a registered model, or `timm:<name>` through timm, for `num_classes` outputs.
+    `pretrained` loads ImageNet weights (timm models); `weights` loads a local state dict, leaving out
+    tensors whose shapes do not fit (a head for another number of classes)."""
     if name.startswith(PREFIX):
-        return create_timm_model(name.removeprefix(PREFIX), num_classes, in_chans, **options)
-    entry = get_entry(name)
-    check_options(name, options, entry.options())
-    return entry.builder(
-        num_classes=num_classes, in_chans=in_chans, image_size=image_size or entry.input_size, **options
-    )
+        timm_name = name.removeprefix(PREFIX)
+        model = create_timm_model(
+            timm_name, num_classes, in_chans, pretrained, head_hidden, head_dropout, **options
+        )
+    else:
+        if pretrained:
+            raise VislabError(
+                f"ImageNet weights come with timm models (timm:<name>), not {name}: use weights=PATH"
+            )
+        entry = get_entry(name)
+        check_options(name, options, entry.options())
+        model = entry.builder(
+            num_classes=num_classes, in_chans=in_chans, image_size=image_size or entry.input_size, **options
+        )
+    if weights:
+        load_weights(model, Path(weights))
+    return model
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Loads a state dict (or a vislab/Lightning checkpoint) into the model or its backbone, whichever its
+    keys fit; tensors whose shape differs, such as a head for other classes, keep their fresh values."""
+    if not path.is_file():
+        raise VislabError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch.load raises many types for files that are not safe weight files
+        raise VislabError(f"{path} is not a weights file that loads with weights_only=True") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
+    state = {k.removeprefix("model."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    targets = [model] + ([model.features] if hasattr(model, "features") else [])
+    target = max(targets, key=lambda t: len(state.keys() & t.state_dict().keys()))
+    own = target.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise VislabError(f"no tensor in {path} fits the model")
+    target.load_state_dict(usable, strict=False)
 
 
 def model_input_size(name: str) -> int:
     """The square input side the model was designed for."""
     if name.startswith(PREFIX):
-        return timm_input_size(name.removeprefix(PREFIX))
+        return timm_data_config(name.removeprefix(PREFIX))[0]
     return get_entry(name).input_size
 
 

@@ -62,8 +62,23 @@ class ClassificationTask(L.LightningModule):
         self.log("val_top1", self.val_top1, on_epoch=True, prog_bar=True)
         self.log("val_top5", self.val_top5, on_epoch=True)
 
+    def parameter_groups(self) -> list[dict]:
+        """Backbone and head as two groups when fine-tuning with discriminative learning rates."""
+        finetune, lr = self.config.finetune, self.config.optim.lr
+        scale = finetune.backbone_lr_scale
+        if scale is None:
+            scale = 0.1 if finetune.mode == "two_stage" else 1.0
+        if scale == 1.0 or not hasattr(self.model, "features"):
+            return [{"params": list(self.model.parameters()), "lr": lr}]
+        backbone = set(self.model.features.parameters())
+        head = [p for p in self.model.parameters() if p not in backbone]
+        return [
+            {"params": list(self.model.features.parameters()), "lr": lr * scale},
+            {"params": head, "lr": lr},
+        ]
+
     def configure_optimizers(self):
-        optimizer = create_optimizer(self.model.parameters(), self.config.optim)
+        optimizer = create_optimizer(self.parameter_groups(), self.config.optim)
         total = self.trainer.estimated_stepping_batches
         per_epoch = max(1, int(total // self.trainer.max_epochs))
         scheduler = create_scheduler(

