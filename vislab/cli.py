@@ -154,7 +154,7 @@ def run_datasets(args) -> None:
     for name, entry in registered_datasets().items():
         shown = "folder:PATH" if name == "folder" else name
         present = "-" if name == "folder" else ("present" if entry.is_present(data_dir) else "not downloaded")
-        print(f"{shown:<12} {present:<15} {entry.description}")
+        print(f"{shown:<14} {present:<15} {entry.description}")
     print(f"data_dir: {data_dir}")
 
 

@@ -8,7 +8,7 @@ import platformdirs
 import torch
 
 from vislab.config import Config
-from vislab.data import builtin, folder  # noqa: F401  (importing registers the datasets)
+from vislab.data import builtin, folder, tiny_imagenet  # noqa: F401  (importing registers the datasets)
 from vislab.data.images import read_images
 from vislab.data.registry import FOLDER_PREFIX, LoadRequest, get_dataset, registered_datasets
 from vislab.data.splits import Splits, channel_stats

@@ -93,3 +93,42 @@ register_dataset(
         PHOTO_AUGMENT,
     )
 )
+
+
+def load_flowers102(request: LoadRequest) -> Splits:
+    """Oxford Flowers-102 from torchvision (downloaded with MD5 checks), its official train/val/test split.
+    The photos vary in size: they are resized and centre-cropped to `image_size` (default 224)."""
+    from torchvision.datasets import Flowers102
+
+    from vislab.data.folder import files_split
+
+    try:
+        parts = {
+            name: Flowers102(request.data_dir, split=name, download=True) for name in ("train", "val", "test")
+        }
+    except (OSError, RuntimeError) as error:
+        raise VislabError(f"could not get Flowers102 into {request.data_dir}: {error}") from None
+    size = request.image_size or 224
+    in_memory = request.in_memory if request.in_memory is not None else True
+    skipped: list[Path] = []
+    # torchvision keeps each split's files and labels; vislab reads them itself to decode in parallel.
+    loaded = {
+        name: files_split(
+            list(part._image_files), list(part._labels), size, in_memory, request.skip_bad_images, skipped
+        )
+        for name, part in parts.items()
+    }
+    return Splits(
+        list(parts["train"].classes), 3, size, loaded["train"], loaded["val"], loaded["test"], skipped
+    )
+
+
+register_dataset(
+    DatasetEntry(
+        "flowers102",
+        load_flowers102,
+        lambda d: (d / "flowers-102" / "jpg").is_dir(),
+        "Oxford Flowers-102, photos, 102 classes (downloads 330 MB)",
+        PHOTO_AUGMENT,
+    )
+)

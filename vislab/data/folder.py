@@ -74,6 +74,25 @@ def native_size(first_file: Path) -> int:
     return side if side <= 256 else LARGE_IMAGE_DEFAULT_SIZE
 
 
+def files_split(
+    files: list[Path], labels: list[int], size: int, in_memory: bool, skip_bad: bool, skipped: list[Path]
+) -> Split:
+    """A split of labelled image files: decoded at size x size into memory, or checked and kept as files.
+    Unreadable files stop with an error naming them, or with `skip_bad` are appended to `skipped`."""
+    if in_memory:
+        tensors, bad = read_images(files, 3, size, skip_bad)
+        readable = [t is not None for t in tensors]
+    else:
+        readable = check_headers(files, skip_bad)
+        bad = [f for f, ok in zip(files, readable) if not ok]
+    skipped.extend(bad)
+    keep = [i for i, ok in enumerate(readable) if ok]
+    if not keep:
+        raise VislabError(f"none of the {len(files)} images could be read (the first: {files[0]})")
+    images = torch.stack([tensors[i] for i in keep]) if in_memory else None
+    return Split(torch.tensor(labels)[keep], images, [files[i] for i in keep])
+
+
 def load_folder(request: LoadRequest) -> Splits:
     root = request.path
     if root is None or not root.exists():
@@ -86,22 +105,10 @@ def load_folder(request: LoadRequest) -> Splits:
     in_memory = request.in_memory
     if in_memory is None:
         in_memory = fits_in_memory(len(files), 3, size)
-
     skipped: list[Path] = []
 
     def make_split(split_files: list[Path], split_labels: list[int]) -> Split:
-        labels_tensor = torch.tensor(split_labels, dtype=torch.long)
-        if not in_memory:
-            readable = check_headers(split_files, request.skip_bad_images)
-            skipped.extend(f for f, ok in zip(split_files, readable) if not ok)
-            keep = [i for i, ok in enumerate(readable) if ok]
-            return Split(labels_tensor[keep], files=[split_files[i] for i in keep])
-        tensors, bad = read_images(split_files, 3, size, request.skip_bad_images)
-        skipped.extend(bad)
-        keep = [i for i, t in enumerate(tensors) if t is not None]
-        if not keep:
-            raise VislabError(f"none of the {len(split_files)} images under {root} could be read")
-        return Split(labels_tensor[keep], torch.stack([tensors[i] for i in keep]))
+        return files_split(split_files, split_labels, size, in_memory, request.skip_bad_images, skipped)
 
     train = make_split(files, labels)
     if (root / "val").is_dir():
