@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "overrides", nargs="*", help="config overrides as key=value, e.g. model=resnet20 optim.lr=0.1"
     )
-    train.add_argument("--config", help="a YAML recipe to start from")
+    train.add_argument("--config", help="a YAML file or a recipe name (see 'vislab recipes') to start from")
     train.add_argument("--resume", metavar="RUN", help="continue runs/<name> from its last checkpoint")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="onnx", help="onnx or torchscript")
     export.add_argument("--out", type=Path, help="output file (default: RUN/export/model.onnx)")
 
+    commands.add_parser("recipes", help="list the recipes that reproduce the seed experiments")
     commands.add_parser("models", help="list the registered models")
     datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
     datasets.add_argument("overrides", nargs="*", help="data_dir=PATH to look somewhere else")
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args) -> None:
     from vislab.config import load_config, parse_overrides, to_yaml
     from vislab.data import with_augment_defaults
+    from vislab.recipes import recipe_path
     from vislab.train import resume_config, train
 
     if args.resume:
@@ -75,7 +77,7 @@ def run_train(args) -> None:
             raise VislabError("--resume uses the run's own config.yaml; drop --config")
         config = resume_config(Path(args.resume), parse_overrides(args.overrides))
     else:
-        config = load_config(args.config, args.overrides)
+        config = load_config(recipe_path(args.config) if args.config else None, args.overrides)
     if args.print_config:
         # Normalisation and image size stay null here: they come from the data when the run starts.
         print(to_yaml(with_augment_defaults(config)), end="")
@@ -136,6 +138,14 @@ def run_export(args) -> None:
     print(f"wrote {path}; max |logit difference| from PyTorch on real images: {difference:.2e}")
 
 
+def run_recipes(args) -> None:
+    from vislab.recipes import list_recipes
+
+    for recipe in list_recipes():
+        print(f"{recipe.name:<36} {recipe.description}\n{'':<36} expect: {recipe.expect}")
+    print("run one with: vislab train --config NAME [key=value ...]")
+
+
 def run_models(args) -> None:
     from vislab.models import count_parameters, create_model, registered_models
 
@@ -163,6 +173,7 @@ COMMANDS = {
     "report": run_report,
     "compare": run_compare,
     "export": run_export,
+    "recipes": run_recipes,
     "eval": run_eval,
     "predict": run_predict,
     "models": run_models,
