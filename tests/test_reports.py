@@ -138,6 +138,8 @@ def test_grad_cam_falls_on_the_object_a_model_learned_to_recognise(tmp_path, cif
 
 def test_grad_cam_works_for_vision_transformers():
     model = create_model("timm:vit_tiny_patch16_224", 3, img_size=64).eval()
+    layer, reshape = cam_target(model, torch.randn(1, 3, 64, 64))
+    assert layer is model.features.blocks[-1].norm1 and reshape is not None  # tokens, laid out as a grid
     heatmaps = grad_cam(model, torch.randn(2, 3, 64, 64), [0, 2])
     assert heatmaps.shape == (2, 64, 64) and np.isfinite(heatmaps).all()
 

@@ -28,8 +28,9 @@ def cam_target(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, Call
     """The layer Grad-CAM reads, or None for a model without spatial features (an MLP).
     For CNNs it is the last module, in execution order, whose output is still a spatial map larger than
     1x1: the last residual block of a ResNet, the last conv stage of a plain CNN."""
-    if hasattr(model, "blocks") and hasattr(model, "patch_embed"):  # a timm vision transformer
-        return model.blocks[-1].norm1, vit_reshape(model)
+    backbone = getattr(model, "features", model)  # timm models sit under vislab's head as `features`
+    if hasattr(backbone, "blocks") and hasattr(backbone, "patch_embed"):  # a timm vision transformer
+        return backbone.blocks[-1].norm1, vit_reshape(backbone)
     spatial: list[nn.Module] = []
     hooks = [
         m.register_forward_hook(lambda m, args, out: spatial.append(m) if is_spatial_map(out) else None)
