@@ -1,0 +1,85 @@
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vislab.data.segmentation import VOC_CLASSES, load_segfolder, load_voc2012, read_mask, voc_palette
+from vislab.errors import VislabError
+
+from conftest import shared_archive
+
+
+@pytest.fixture(scope="module")
+def voc_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    with tarfile.open(shared_archive("voc2012-sample.tar.gz")) as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+@pytest.fixture(scope="module")
+def camvid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camvid")
+    with tarfile.open(shared_archive("camvid.tar.gz")) as tar:
+        tar.extractall(root, filter="data")
+    return root / "camvid"
+
+
+def test_voc_palette_masks_load_as_class_indices_and_ignore(voc_dir):
+    splits = load_voc2012(voc_dir)
+    assert len(splits.classes) == 21 and splits.ignore_index == 255
+    assert [p.stem for p in splits.train.images] == ["2011_000003", "2011_000006"]
+    bus = read_mask(voc_dir / "VOCdevkit/VOC2012/SegmentationClass/2011_000025.png")
+    # The photo is a bus seen from the front, a white van to its right and sky above.
+    assert VOC_CLASSES[bus[187, 250]] == "bus" and VOC_CLASSES[bus[200, 460]] == "car" and bus[5, 5] == 0
+    person = read_mask(voc_dir / "VOCdevkit/VOC2012/SegmentationClass/2011_000003.png")
+    assert set(np.unique(person)) == {0, 5, 15, 255}  # background, bottle, person, and object outlines
+
+
+def test_voc_palette_matches_the_official_colours():
+    palette = voc_palette(21)
+    assert palette[0] == (0, 0, 0) and palette[1] == (128, 0, 0) and palette[15] == (192, 128, 128)
+
+
+def test_segfolder_reads_camvid(camvid):
+    splits = load_segfolder(camvid, ignore_index=11)
+    assert (len(splits.train), len(splits.val), len(splits.classes)) == (367, 101, 11)
+    assert splits.classes[0] == "sky" and splits.train.masks[0].parent.name == "masks"
+
+
+@pytest.fixture
+def small_camvid(camvid, tmp_path):
+    root = tmp_path / "small"
+    for split in ("train", "val"):
+        for kind in ("images", "masks"):
+            (root / split / kind).mkdir(parents=True)
+        for image in sorted((camvid / split / "images").iterdir())[:3]:
+            shutil.copy(image, root / split / "images")
+            shutil.copy(camvid / split / "masks" / f"{image.stem}.png", root / split / "masks")
+    shutil.copy(camvid / "classes.txt", root)
+    return root
+
+
+def test_a_mask_of_another_size_is_named(small_camvid):
+    mask = next((small_camvid / "train" / "masks").iterdir())
+    Image.open(mask).resize((100, 100), Image.NEAREST).save(mask)
+    with pytest.raises(VislabError, match=f"mask {mask} is 100x100, its image .* 480x360"):
+        load_segfolder(small_camvid, ignore_index=11)
+
+
+def test_a_mask_value_outside_the_classes_is_named(small_camvid):
+    mask = sorted((small_camvid / "val" / "masks").iterdir())[1]
+    values = np.array(Image.open(mask))
+    values[0, 0] = 42
+    Image.fromarray(values).save(mask)
+    with pytest.raises(VislabError, match=f"mask {mask} holds \\[42\\]"):
+        load_segfolder(small_camvid, ignore_index=11)
+
+
+def test_a_missing_mask_is_named(small_camvid):
+    mask = sorted((small_camvid / "train" / "masks").iterdir())[2]
+    mask.unlink()
+    with pytest.raises(VislabError, match=f"mask not found: {mask}"):
+        load_segfolder(small_camvid, ignore_index=11)

@@ -1,0 +1,162 @@
+"""Semantic-segmentation datasets: PASCAL VOC 2012 (palette PNG masks, 255 = ignore) and `segfolder:PATH`
+(`{train,val}/{images,masks}` with `classes.txt`). Every mask is checked against its image before
+training starts, so a bad file stops the run with its name instead of failing mid-epoch."""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vislab.data.images import IMAGE_EXTENSIONS
+from vislab.errors import VislabError
+
+VOC_CLASSES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+VOC_IGNORE = 255
+
+
+@dataclass
+class SegSplit:
+    images: list[Path]
+    masks: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class SegSplits:
+    classes: list[str]
+    ignore_index: int
+    palette: list[tuple[int, int, int]]  # a colour per class, for coloured masks and overlays
+    train: SegSplit
+    val: SegSplit
+
+
+def voc_palette(count: int = 256) -> list[tuple[int, int, int]]:
+    """PASCAL VOC's colour map: the bits of the class index spread over R, G and B, high bits first."""
+    palette = []
+    for index in range(count):
+        colour, value = [0, 0, 0], index
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                colour[channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+        palette.append(tuple(colour))
+    return palette
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A label mask as an (H, W) uint8 array of class indices (palette PNGs hold the indices themselves)."""
+    if not path.is_file():
+        raise VislabError(f"mask not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as mask:
+                if mask.mode not in ("P", "L", "I", "I;16"):
+                    raise VislabError(
+                        f"{path} is a {mask.mode} image, not a label mask (palette or grayscale PNG)"
+                    )
+                return np.asarray(mask, dtype=np.uint8 if mask.mode in ("P", "L") else np.int32)
+    except (OSError, SyntaxError) as error:
+        raise VislabError(f"cannot read mask {path}: {error}") from None
+
+
+def check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_index: int) -> None:
+    """The mask exists, has its image's size, and holds only class indices or the ignore index."""
+    mask = read_mask(mask_path)
+    try:
+        with Image.open(image_path) as image:
+            size = image.size
+    except OSError as error:
+        raise VislabError(f"cannot read image {image_path}: {error}") from None
+    if (mask.shape[1], mask.shape[0]) != size:
+        raise VislabError(
+            f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, its image {image_path} {size[0]}x{size[1]}"
+        )
+    values = np.unique(mask)
+    bad = [int(v) for v in values if v >= num_classes and v != ignore_index]
+    if bad:
+        raise VislabError(
+            f"mask {mask_path} holds {bad}: no class (0..{num_classes - 1}) and not ignore ({ignore_index})"
+        )
+
+
+def check_split(split: SegSplit, num_classes: int, ignore_index: int) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(
+            pool.map(
+                lambda pair: check_pair(*pair, num_classes, ignore_index), zip(split.images, split.masks)
+            )
+        )
+
+
+def load_voc2012(data_dir: Path) -> SegSplits:
+    """VOCdevkit/VOC2012 as torchvision's VOCSegmentation lays it out; train and val from ImageSets."""
+    root = data_dir / "VOCdevkit" / "VOC2012"
+    if not (root / "ImageSets" / "Segmentation").is_dir():
+        raise VislabError(f"no PASCAL VOC 2012 under {data_dir} (expected {root}/ImageSets/Segmentation)")
+
+    def split(name: str) -> SegSplit:
+        ids = (root / "ImageSets" / "Segmentation" / f"{name}.txt").read_text().split()
+        return SegSplit(
+            [root / "JPEGImages" / f"{i}.jpg" for i in ids],
+            [root / "SegmentationClass" / f"{i}.png" for i in ids],
+        )
+
+    splits = SegSplits(VOC_CLASSES, VOC_IGNORE, voc_palette(len(VOC_CLASSES)), split("train"), split("val"))
+    for part in (splits.train, splits.val):
+        check_split(part, len(VOC_CLASSES), VOC_IGNORE)
+    return splits
+
+
+def load_segfolder(root: Path, ignore_index: int) -> SegSplits:
+    """`root/{train,val}/images/NAME.*`, masks `root/{train,val}/masks/NAME.png`, classes in classes.txt."""
+    if not root.is_dir():
+        raise VislabError(f"dataset folder not found: {root}")
+    if not (root / "classes.txt").is_file():
+        raise VislabError(f"{root}/classes.txt is missing: it names one class per line, in label order")
+    classes = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+
+    def split(name: str) -> SegSplit:
+        folder = root / name / "images"
+        images = (
+            sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if folder.is_dir()
+            else []
+        )
+        if not images:
+            raise VislabError(f"no images in {folder}")
+        return SegSplit(images, [root / name / "masks" / f"{p.stem}.png" for p in images])
+
+    splits = SegSplits(classes, ignore_index, voc_palette(len(classes)), split("train"), split("val"))
+    for part in (splits.train, splits.val):
+        check_split(part, len(classes), ignore_index)
+    return splits
