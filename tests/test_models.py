@@ -4,9 +4,12 @@ import torch
 from vislab.errors import VislabError
 from vislab.models import count_parameters, create_model, model_input_size, registered_models
 
+CLASSIFIERS = sorted(n for n, e in registered_models().items() if e.task == "classification")
+SEGMENTERS = sorted(n for n, e in registered_models().items() if e.task == "segmentation")
 
-@pytest.mark.parametrize("name", sorted(registered_models()))
-def test_every_registered_model_classifies_its_stated_input_size(name):
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_registered_classifier_classifies_its_stated_input_size(name):
     size = model_input_size(name)
     model = create_model(name, num_classes=7, in_chans=3, image_size=size).eval()
     assert model(torch.randn(2, 3, size, size)).shape == (2, 7)
@@ -46,3 +49,11 @@ def test_unknown_model_suggests_close_names():
 def test_unknown_model_option_lists_the_valid_ones():
     with pytest.raises(VislabError, match="has no option 'depthh'.*depth"):
         create_model("plain_cnn", 10, depthh=3)
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_every_segmentation_model_returns_full_size_logits(name):
+    model = create_model(name, num_classes=5, in_chans=3, image_size=64).eval()
+    logits = model(torch.randn(2, 3, 64, 96))
+    assert logits.shape == (2, 5, 64, 96)
+    assert sum(p.numel() for p in model.encoder.parameters()) > 0

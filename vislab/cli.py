@@ -149,10 +149,10 @@ def run_recipes(args) -> None:
 def run_models(args) -> None:
     from vislab.models import count_parameters, create_model, registered_models
 
-    print(f"{'model':<18} {'params (10 classes)':>20} {'input':>6}  family")
+    print(f"{'model':<20} {'params (10 classes)':>20} {'input':>6}  {'task':<15} family")
     for name, entry in registered_models().items():
         params = count_parameters(create_model(name, 10, 3, entry.input_size))
-        print(f"{name:<18} {params:>20,} {entry.input_size:>6}  {entry.family}")
+        print(f"{name:<20} {params:>20,} {entry.input_size:>6}  {entry.task:<15} {entry.family}")
     print("timm:<name>        any timm model, e.g. timm:resnet18 (see timm.list_models())")
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from vislab.errors import VislabError
-from vislab.models import cbam, cifar_resnet, cnn, densenet  # noqa: F401  (importing registers the models)
+from vislab.models import cbam, cifar_resnet, cnn, densenet, segmentation  # noqa: F401  (importing registers the models)
 from vislab.models._registry import check_options, get_entry, registered_models
 from vislab.models.timm_models import PREFIX, create_timm_model, timm_data_config
 
@@ -77,6 +77,11 @@ def model_input_size(name: str) -> int:
 def needs_exact_input_size(name: str) -> bool:
     """timm models (ViTs especially) expect their pretrained size; our CNNs pool globally, any size fits."""
     return name.startswith(PREFIX)
+
+
+def model_task(name: str) -> str:
+    """Which task the model's outputs are for: timm models classify."""
+    return "classification" if name.startswith(PREFIX) else get_entry(name).task
 
 
 def count_parameters(model: nn.Module) -> int:

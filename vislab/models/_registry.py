@@ -17,6 +17,7 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     input_size: int  # the square side the architecture was designed for
     family: str
+    task: str  # classification: (B, classes) logits; segmentation: (B, classes, H, W)
 
     def options(self) -> list[str]:
         """Keyword options a user may set through `model_args`."""
@@ -28,10 +29,12 @@ _MODELS: dict[str, ModelEntry] = {}
 
 
 def register_model(input_size: int, family: str) -> Callable:
+    task = "segmentation" if family == "segmentation" else "classification"
+
     """Registers `builder(num_classes, in_chans, image_size, **options)` under its function name."""
 
     def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _MODELS[builder.__name__] = ModelEntry(builder.__name__, builder, input_size, family)
+        _MODELS[builder.__name__] = ModelEntry(builder.__name__, builder, input_size, family, task)
         return builder
 
     return register
