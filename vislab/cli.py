@@ -86,9 +86,10 @@ def run_train(args) -> None:
     summary_path = run_dir / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
+        metric = config.early_stopping.monitor
         print(
-            f"{run_dir}: best val top-1 {summary['best_val_top1']:.4f} (epoch {summary['best_epoch']}), "
-            f"final {summary['final_val_top1']:.4f}, {summary['wall_time_s']:.0f}s"
+            f"{run_dir}: best {metric} {summary[f'best_{metric}']:.4f} (epoch {summary['best_epoch']}), "
+            f"final {summary[f'final_{metric}']:.4f}, {summary['wall_time_s']:.0f}s"
         )
 
 

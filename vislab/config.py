@@ -64,9 +64,24 @@ class FinetuneConfig(Section):
     head_dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class SegmentationConfig(Section):
+    """Segmentation only (task: segmentation)."""
+
+    ignore_index: int = 255  # mask value excluded from loss and metrics (VOC: 255, CamVid: 11)
+    loss: Literal["ce", "focal", "dice", "ce_dice"] = "ce"
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None  # weight of the focal term; None = 1
+    class_weights: bool = False  # weight the loss by inverse label frequency on the train masks
+    crop_size: int = 256  # training crops (padded with ignore where the image is smaller)
+    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the shorter side before cropping
+    freeze_encoder_after: int | None = None  # optimizer steps after which the encoder is frozen (two-stage)
+
+
 class EarlyStoppingConfig(Section):
     patience: int = 0  # epochs without improvement before stopping; 0 = off
-    monitor: Literal["val_top1", "val_top5", "val_loss"] = "val_top1"
+    monitor: Literal["val_top1", "val_top5", "val_loss", "val_miou", "val_pixel_acc"] | None = (
+        None  # None: task's
+    )
     mode: Literal["max", "min"] = "max"
     min_delta: float = 0.0
 
@@ -93,7 +108,7 @@ class TrainerConfig(Section):
 
 
 class Config(Section):
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "segmentation"] = "classification"
     data: str = "digits"  # a registered dataset name, or folder:PATH
     data_dir: str | None = None  # where datasets are downloaded; default: the user cache dir
     val_fraction: float = Field(0.1, gt=0, lt=1)  # held out from train when a dataset has no val split
@@ -123,6 +138,7 @@ class Config(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     sched: SchedConfig = Field(default_factory=SchedConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
@@ -186,10 +202,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+TASK_MONITOR = {"classification": "val_top1", "segmentation": "val_miou"}
+
+
 def build_config(values: dict[str, Any]) -> Config:
     """Validates a nested dict into a Config, with one readable line for the first problem."""
     try:
-        return Config.model_validate(values)
+        config = Config.model_validate(values)
+        if config.early_stopping.monitor is None:
+            config.early_stopping.monitor = TASK_MONITOR[config.task]
+        return config
     except ValidationError as error:
         problem = error.errors()[0]
         key = ".".join(str(part) for part in problem["loc"])

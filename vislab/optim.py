@@ -20,9 +20,7 @@ def create_optimizer(params, optim: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
 
 
-def create_scheduler(
-    optimizer, sched: SchedConfig, lr: float, total_steps: int, steps_per_epoch: int
-) -> dict | None:
+def create_scheduler(optimizer, sched: SchedConfig, total_steps: int, steps_per_epoch: int) -> dict | None:
     """A Lightning lr_scheduler config. Schedules advance every optimizer step (smooth warm-up and cosine);
     plateau reduction advances once per epoch on the validation loss."""
     if sched.name == "none":
@@ -33,8 +31,9 @@ def create_scheduler(
         )
         return {"scheduler": plateau, "interval": "epoch", "monitor": "val_loss"}
     if sched.name == "onecycle":
+        peaks = [group["lr"] for group in optimizer.param_groups]  # keeps discriminative learning rates
         return {
-            "scheduler": lr_scheduler.OneCycleLR(optimizer, lr, total_steps=total_steps),
+            "scheduler": lr_scheduler.OneCycleLR(optimizer, peaks, total_steps=total_steps),
             "interval": "step",
         }
     warmup = round(sched.warmup_epochs * steps_per_epoch)

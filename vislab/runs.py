@@ -15,16 +15,29 @@ import torch
 import vislab
 from vislab.errors import VislabError
 
-METRIC_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "lr",
-    "epoch_time_s",
-]
+# The per-epoch columns of metrics.csv, by task.
+METRIC_COLUMNS = {
+    "classification": [
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "lr",
+        "epoch_time_s",
+    ],
+    "segmentation": [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_miou",
+        "val_pixel_acc",
+        "val_mean_acc",
+        "lr",
+        "epoch_time_s",
+    ],
+}
 
 
 def create_run_dir(runs_dir: str | Path, name: str | None, data: str, model: str) -> Path:
@@ -55,8 +68,8 @@ class EpochLog(L.Callback):
     """Writes one metrics.csv row per epoch. The rows also live in the checkpoint, so a resumed run
     rewrites exactly the history its checkpoint saw, with no duplicate or missing epochs."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns = path, columns
         self.rows: list[dict] = []
         self.epoch_start = self.fit_start = self.val_start = self.val_time = 0.0
 
@@ -77,7 +90,9 @@ class EpochLog(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         row = {"epoch": trainer.current_epoch}
-        row |= {k: round(metrics[k], 6) for k in METRIC_COLUMNS[1:6] if k in metrics}
+        row |= {
+            k: round(metrics[k], 6) for k in self.columns if k.startswith(("train_", "val_")) and k in metrics
+        }
         row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         row["epoch_time_s"] = round(time.perf_counter() - self.epoch_start, 3)
         row["train_time_s"] = round(row["epoch_time_s"] - self.val_time, 3)
@@ -91,7 +106,7 @@ class EpochLog(L.Callback):
 
     def write(self) -> None:
         with open(self.path, "w", newline="") as file:
-            writer = csv.DictWriter(file, METRIC_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(file, self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.rows)
 
@@ -102,20 +117,20 @@ class EpochLog(L.Callback):
         self.rows = list(state_dict["rows"])
 
 
-def summarize(rows: list[dict], monitor: str, mode: str, extra: dict) -> dict:
-    """The run's headline numbers; accuracies are fractions in 0..1."""
+def summarize(rows: list[dict], columns: list[str], monitor: str, mode: str, extra: dict) -> dict:
+    """The run's headline numbers: best (by `monitor`) and final value of every validation metric;
+    accuracies and IoUs are fractions in 0..1."""
     if not rows:
         raise VislabError("the run finished no epoch, so there is nothing to summarise")
     pick = max if mode == "max" else min
     best = pick(rows, key=lambda r: r.get(monitor, float("nan")))
     final = rows[-1]
     train_time = sum(r["train_time_s"] for r in rows)
+    scores = [c for c in columns if c.startswith("val_") and c != "val_loss"]
     return {
         "best_epoch": best["epoch"],
-        "best_val_top1": best.get("val_top1"),
-        "best_val_top5": best.get("val_top5"),
-        "final_val_top1": final.get("val_top1"),
-        "final_val_top5": final.get("val_top5"),
+        **{f"best_{name}": best.get(name) for name in [*scores, monitor]},
+        **{f"final_{name}": final.get(name) for name in scores},
         "final_val_loss": final.get("val_loss"),
         "final_train_loss": final.get("train_loss"),
         "epochs_run": len(rows),

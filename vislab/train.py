@@ -17,14 +17,13 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from vislab.checkpoint import AtomicCheckpointIO, read_checkpoint
 from vislab.config import Config, build_config, merge, read_yaml, save_config
-from vislab.data import Splits, load_splits, resolve_defaults
-from vislab.data.augment import BatchAugment
-from vislab.data.module import ImageDataModule
 from vislab.errors import VislabError
-from vislab.models import count_parameters, create_model
-from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
-from vislab.tasks.classification import ClassificationTask
+from vislab.models import count_parameters
+from vislab.runs import METRIC_COLUMNS, EpochLog, create_run_dir, environment, summarize, write_json
+from vislab.tasks.classification import prepare_classification
 from vislab.tasks.finetune import BackboneFreeze
+from vislab.tasks.prepared import Prepared
+from vislab.tasks.segmentation import FreezeEncoderAfter
 
 RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how DDP worker processes find the folder that rank 0 created
 
@@ -66,6 +65,8 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
                 check_on_train_epoch_end=True,
             )
         )
+    if config.segmentation.freeze_encoder_after is not None and config.task == "segmentation":
+        callbacks.append(FreezeEncoderAfter(config.segmentation.freeze_encoder_after))
     if config.finetune.mode != "full":
         callbacks.append(
             BackboneFreeze(config.finetune.head_epochs if config.finetune.mode == "two_stage" else None)
@@ -97,6 +98,14 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
     )
 
 
+def prepare(config: Config) -> Prepared:
+    if config.task == "segmentation":
+        from vislab.tasks.segmentation import prepare_segmentation
+
+        return prepare_segmentation(config)
+    return prepare_classification(config)
+
+
 def is_worker_process() -> bool:
     """True in the extra processes Lightning launches for DDP: they join rank 0's run folder."""
     return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
@@ -109,97 +118,53 @@ def resume_config(run_dir: Path, overrides: dict) -> Config:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise VislabError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
-    read_checkpoint(last, task="classification")
-    return build_config(merge(read_yaml(run_dir / "config.yaml"), overrides))
+    config = build_config(merge(read_yaml(run_dir / "config.yaml"), overrides))
+    read_checkpoint(last, task=config.task)
+    return config
 
 
-def build_task(config: Config, splits: Splits) -> ClassificationTask:
-    """The model, its on-device augmentation and the metadata its checkpoints carry, as one task."""
-    num_classes = len(splits.classes)
-    finetune = config.finetune
-    model = create_model(
-        config.model,
-        num_classes,
-        splits.channels,
-        splits.image_size,
-        config.pretrained,
-        config.weights,
-        finetune.head_hidden,
-        finetune.head_dropout,
-        **config.model_args,
-    )
-    if config.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if config.trainer.compile:
-        model.compile()  # in place, so checkpoints keep the plain parameter names
-    meta = {
-        "task": config.task,
-        "classes": splits.classes,
-        "channels": splits.channels,
-        "image_size": splits.image_size,
-        "mean": config.mean,
-        "std": config.std,
-        "model": config.model,
-        "model_args": config.model_args,
-        "head_hidden": finetune.head_hidden,
-        "head_dropout": finetune.head_dropout,
-        "config": config.model_dump(mode="json"),
-    }
-    in_workers = not splits.train.in_memory
-    augment = BatchAugment(
-        config.augment, config.mean, config.std, num_classes, per_image_in_workers=in_workers
-    )
-    return ClassificationTask(model, config, augment, meta)
-
-
-def open_run_dir(config: Config, splits: Splits) -> Path:
+def open_run_dir(config: Config, skipped: list[Path]) -> Path:
     """Creates the run folder with its config.yaml, or, in a DDP worker process, joins rank 0's."""
     if is_worker_process():
         return Path(os.environ[RUN_DIR_ENV])
     run_dir = create_run_dir(config.runs_dir, config.name, config.data, config.model)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     save_config(config, run_dir / "config.yaml")
-    if splits.skipped:
+    if skipped:
         listing = run_dir / "skipped_images.txt"
-        listing.write_text("".join(f"{p}\n" for p in splits.skipped))
-        print(
-            f"vislab: warning: skipped {len(splits.skipped)} unreadable images ({listing})", file=sys.stderr
-        )
+        listing.write_text("".join(f"{p}\n" for p in skipped))
+        print(f"vislab: warning: skipped {len(skipped)} unreadable images ({listing})", file=sys.stderr)
     return run_dir
 
 
 def train(config: Config, resume: Path | None = None) -> Path:
-    """Trains a classifier (or resumes the run folder `resume`) and returns its run folder."""
+    """Trains a model for the config's task (or resumes the run folder `resume`); returns the run folder."""
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    splits = load_splits(config)
-    config = resolve_defaults(config, splits)
-    task = build_task(config, splits)
-    datamodule = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment)
+    prepared = prepare(config)
+    config = prepared.config
     created = resume is None and not is_worker_process()
-    run_dir = resume if resume is not None else open_run_dir(config, splits)
-    epoch_log = EpochLog(run_dir / "metrics.csv")
+    run_dir = resume if resume is not None else open_run_dir(config, prepared.skipped)
+    epoch_log = EpochLog(run_dir / "metrics.csv", METRIC_COLUMNS[config.task])
     try:
         trainer = build_trainer(config, run_dir, epoch_log)
         last = run_dir / "checkpoints" / "last.ckpt" if resume else None
-        trainer.fit(task, datamodule=datamodule, ckpt_path=last, weights_only=True)
+        trainer.fit(prepared.module, datamodule=prepared.datamodule, ckpt_path=last, weights_only=True)
     except VislabError:
         if created:  # a run that failed on bad input leaves nothing behind
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     if trainer.is_global_zero:
         extra = {
-            "params": count_parameters(task.model),
-            "train_size": len(splits.train),
-            "val_size": len(splits.val),
-            "num_classes": len(splits.classes),
+            "params": count_parameters(prepared.module.model),
             "task": config.task,
-            "classes": splits.classes,
+            **prepared.info,
             **environment(),
         }
-        summary = summarize(epoch_log.rows, config.early_stopping.monitor, config.early_stopping.mode, extra)
+        stopping = config.early_stopping
+        summary = summarize(epoch_log.rows, epoch_log.columns, stopping.monitor, stopping.mode, extra)
         write_json(run_dir / "summary.json", summary)
-        if config.report:
+        if config.report and config.task == "classification":  # segmentation reports are still to come
             from vislab.reports.report import build_report
 
             build_report(run_dir)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from vislab.data.images import IMAGE_EXTENSIONS
-from vislab.errors import VislabError
+from vislab.errors import VislabError, unknown_name
 
 VOC_CLASSES = [
     "background",
@@ -160,3 +160,23 @@ def load_segfolder(root: Path, ignore_index: int) -> SegSplits:
     for part in (splits.train, splits.val):
         check_split(part, len(classes), ignore_index)
     return splits
+
+
+SEGFOLDER_PREFIX = "segfolder:"
+SEGMENTATION_DATASETS = ["voc2012", "segfolder:PATH"]
+
+
+def load_segmentation(data: str, data_dir: Path, ignore_index: int) -> SegSplits:
+    """`voc2012` (downloaded by torchvision into `data_dir` when missing) or `segfolder:PATH`."""
+    if data.startswith(SEGFOLDER_PREFIX):
+        return load_segfolder(Path(data.removeprefix(SEGFOLDER_PREFIX)).expanduser(), ignore_index)
+    if data == "voc2012":
+        if not (data_dir / "VOCdevkit" / "VOC2012" / "ImageSets").is_dir():
+            from torchvision.datasets import VOCSegmentation
+
+            try:
+                VOCSegmentation(data_dir, year="2012", image_set="train", download=True)
+            except (OSError, RuntimeError) as error:
+                raise VislabError(f"could not get PASCAL VOC 2012 into {data_dir}: {error}") from None
+        return load_voc2012(data_dir)
+    raise unknown_name("segmentation dataset", data, SEGMENTATION_DATASETS)

@@ -10,8 +10,13 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from vislab.config import Config
+from vislab.data import load_splits, resolve_defaults
 from vislab.data.augment import BatchAugment
+from vislab.data.module import ImageDataModule
+from vislab.errors import VislabError
+from vislab.models import create_model, model_task
 from vislab.optim import create_optimizer, create_scheduler
+from vislab.tasks.prepared import Prepared
 
 
 def batch_seed(seed: int, rank: int, epoch: int, batch_idx: int) -> int:
@@ -81,10 +86,61 @@ class ClassificationTask(L.LightningModule):
         optimizer = create_optimizer(self.parameter_groups(), self.config.optim)
         total = self.trainer.estimated_stepping_batches
         per_epoch = max(1, int(total // self.trainer.max_epochs))
-        scheduler = create_scheduler(
-            optimizer, self.config.sched, self.config.optim.lr, int(total), per_epoch
-        )
+        scheduler = create_scheduler(optimizer, self.config.sched, int(total), per_epoch)
         return [optimizer] if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vislab"] = self.meta
+
+
+def prepare_classification(config: Config) -> Prepared:
+    """The dataset, the model with its on-device augmentation, and the metadata its checkpoints carry."""
+    splits = load_splits(config)
+    config = resolve_defaults(config, splits)
+    if model_task(config.model) != "classification":
+        raise VislabError(
+            f"{config.model} is a {model_task(config.model)} model: set task={model_task(config.model)}"
+        )
+    num_classes, finetune = len(splits.classes), config.finetune
+    model = create_model(
+        config.model,
+        num_classes,
+        splits.channels,
+        splits.image_size,
+        config.pretrained,
+        config.weights,
+        finetune.head_hidden,
+        finetune.head_dropout,
+        **config.model_args,
+    )
+    if config.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.trainer.compile:
+        model.compile()  # in place, so checkpoints keep the plain parameter names
+    meta = {
+        "task": config.task,
+        "classes": splits.classes,
+        "channels": splits.channels,
+        "image_size": splits.image_size,
+        "mean": config.mean,
+        "std": config.std,
+        "model": config.model,
+        "model_args": config.model_args,
+        "head_hidden": finetune.head_hidden,
+        "head_dropout": finetune.head_dropout,
+        "config": config.model_dump(mode="json"),
+    }
+    in_workers = not splits.train.in_memory
+    augment = BatchAugment(
+        config.augment, config.mean, config.std, num_classes, per_image_in_workers=in_workers
+    )
+    datamodule = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment)
+    info = {
+        "train_size": len(splits.train),
+        "val_size": len(splits.val),
+        "num_classes": num_classes,
+        "classes": splits.classes,
+    }
+    return Prepared(
+        config, ClassificationTask(model, config, augment, meta), datamodule, info, splits.skipped
+    )
