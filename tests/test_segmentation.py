@@ -1,0 +1,166 @@
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vislab.cli import main
+from vislab.config import SegmentationConfig
+from vislab.data.segmentation import read_mask
+from vislab.models import create_model
+from vislab.tasks.losses import class_weights, dice_loss, focal_loss, segmentation_loss
+from vislab.tasks.segmentation import segmentation_metrics
+
+from conftest import QUIET, shared_archive
+
+CAMVID_IGNORE = 11
+
+
+@pytest.fixture(scope="module")
+def camvid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("camvid")
+    with tarfile.open(shared_archive("camvid.tar.gz")) as tar:
+        tar.extractall(root, filter="data")
+    return root / "camvid"
+
+
+def small_copy(camvid, target, train: int, val: int):
+    for split, count in (("train", train), ("val", val)):
+        for kind in ("images", "masks"):
+            (target / split / kind).mkdir(parents=True)
+        for image in sorted((camvid / split / "images").iterdir())[:count]:
+            shutil.copy(image, target / split / "images")
+            shutil.copy(camvid / split / "masks" / f"{image.stem}.png", target / split / "masks")
+    shutil.copy(camvid / "classes.txt", target)
+    return target
+
+
+def test_miou_matches_a_hand_computed_value_with_ignore_pixels_excluded(camvid):
+    truth = read_mask(sorted((camvid / "val" / "masks").iterdir())[0])[100:160, 200:280].astype(np.int64)
+    predicted = np.roll(truth, 7, axis=1)  # a prediction off by 7 pixels: right in the middle, wrong at edges
+    predicted[predicted == CAMVID_IGNORE] = 0
+    assert (truth == CAMVID_IGNORE).any()
+    valid = truth != CAMVID_IGNORE
+    ious = []
+    for c in range(11):
+        inter = ((truth == c) & (predicted == c) & valid).sum()
+        union = (((truth == c) | (predicted == c)) & valid).sum()
+        if union:  # classes absent from both truth and prediction do not count
+            ious.append(inter / union)
+    metrics = segmentation_metrics(11, CAMVID_IGNORE)
+    scores = metrics(torch.from_numpy(predicted)[None], torch.from_numpy(truth)[None])
+    assert float(scores["miou"]) == pytest.approx(np.mean(ious), abs=1e-6)
+    assert float(scores["pixel_acc"]) == pytest.approx((truth == predicted)[valid].mean(), abs=1e-6)
+
+
+def test_losses_skip_the_ignore_index():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8)
+    labels = torch.randint(0, 4, (2, 8, 8))
+    labels[:, :2] = 255
+    ce = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    assert focal_loss(logits, labels, 255, gamma=0.0, alpha=None) == pytest.approx(ce.item(), rel=1e-5)
+    assert focal_loss(logits, labels, 255, gamma=2.0, alpha=None) < ce  # easy pixels count less
+    perfect = torch.nn.functional.one_hot(labels.clamp(0, 3), 4).permute(0, 3, 1, 2).float() * 50
+    assert dice_loss(perfect, labels, 255) < 0.01
+    both = segmentation_loss(logits, labels, SegmentationConfig(loss="ce_dice", ignore_index=255))
+    assert both == pytest.approx(ce.item() + dice_loss(logits, labels, 255).item(), rel=1e-5)
+
+
+def test_class_weights_balance_label_frequencies():
+    masks = [torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 2, 9]])]
+    weights = class_weights(masks, 3, ignore_index=9)
+    assert weights.tolist() == pytest.approx([1 / 3, 1.0, 2.0])  # median frequency / frequency
+
+
+def test_a_short_camvid_run_beats_the_constant_class_baseline(camvid, tmp_path):
+    data = small_copy(camvid, tmp_path / "camvid", train=120, val=30)
+    args = [
+        "train",
+        "task=segmentation",
+        f"data=segfolder:{data}",
+        f"segmentation.ignore_index={CAMVID_IGNORE}",
+        "model=resunet",
+        "model_args={width: 16, levels: 4}",
+        "image_size=64",
+        "segmentation.crop_size=64",
+        "epochs=3",
+        "batch_size=8",
+        "num_workers=2",
+        "optim.name=adamw",
+        "optim.lr=0.003",
+        "optim.weight_decay=0.0001",
+        "segmentation.loss=ce_dice",
+        "name=camvid",
+        f"runs_dir={tmp_path / 'runs'}",
+        *QUIET,
+    ]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "runs" / "camvid" / "summary.json").read_text())
+    # Predicting the most frequent class everywhere scores its IoU (its pixel share) over the classes present.
+    masks = np.stack([read_mask(p) for p in sorted((data / "val" / "masks").iterdir())])
+    counts = np.bincount(masks[masks != CAMVID_IGNORE], minlength=11)
+    constant_miou = counts.max() / counts.sum() / (counts > 0).sum()
+    assert summary["best_val_miou"] > 2 * constant_miou, (summary["best_val_miou"], constant_miou)
+    assert summary["best_val_pixel_acc"] > counts.max() / counts.sum()
+    header = (tmp_path / "runs" / "camvid" / "metrics.csv").read_text().splitlines()[0]
+    assert header == "epoch,train_loss,val_loss,val_miou,val_pixel_acc,val_mean_acc,lr,epoch_time_s"
+
+
+def encoder_state(path):
+    state = torch.load(path, weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("model.encoder.")}, state
+
+
+def test_two_stage_training_freezes_the_encoder_after_the_switch(camvid, tmp_path):
+    data = small_copy(camvid, tmp_path / "camvid", train=16, val=4)
+    torch.manual_seed(0)
+    model = create_model("resunet", 11, 3, 64, width=8, levels=3)
+    torch.save(model.state_dict(), tmp_path / "init.pt")
+    initial = {f"model.{k}": v for k, v in model.state_dict().items()}
+    args = [
+        "train",
+        "task=segmentation",
+        f"data=segfolder:{data}",
+        f"segmentation.ignore_index={CAMVID_IGNORE}",
+        "model=resunet",
+        "model_args={width: 8, levels: 3}",
+        f"weights={tmp_path / 'init.pt'}",
+        "image_size=64",
+        "segmentation.crop_size=64",
+        "batch_size=4",
+        "num_workers=0",
+        "segmentation.freeze_encoder_after=4",
+        "epochs=1",
+        "name=two",
+        f"runs_dir={tmp_path}",
+        *QUIET,
+    ]
+    assert main(args) == 0  # 4 steps: the encoder trains, then the switch
+    last = tmp_path / "two" / "checkpoints" / "last.ckpt"
+    encoder_at_switch, at_switch = encoder_state(last)
+    assert any(not torch.equal(v, initial[k]) for k, v in encoder_at_switch.items())
+    assert main(["train", "--resume", str(tmp_path / "two"), "epochs=3"]) == 0
+    encoder_after, after = encoder_state(last)
+    assert all(torch.equal(v, encoder_at_switch[k]) for k, v in encoder_after.items())  # incl. BN statistics
+    decoder = [k for k in after if k.startswith("model.decoder.") and k.endswith("weight")]
+    assert any(not torch.equal(after[k], at_switch[k]) for k in decoder)
+
+
+def test_a_mask_that_does_not_match_its_image_stops_training_with_its_name(cli, camvid, tmp_path):
+    data = small_copy(camvid, tmp_path / "camvid", train=4, val=2)
+    mask = sorted((data / "train" / "masks").iterdir())[1]
+    Image.open(mask).resize((50, 40), Image.NEAREST).save(mask)
+    result = cli(
+        "train",
+        "task=segmentation",
+        f"data=segfolder:{data}",
+        f"segmentation.ignore_index={CAMVID_IGNORE}",
+        "model=resunet",
+        f"runs_dir={tmp_path / 'r'}",
+    )
+    assert result.code == 2 and str(mask) in result.err and result.err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
