@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", metavar="RUN_CKPT_OR_ONNX")
     predict.add_argument("target", metavar="IMAGE_OR_DIR")
     predict.add_argument("--topk", type=int, default=5)
-    predict.add_argument("--out", type=Path, help="write predictions to a .csv or .json file")
+    predict.add_argument(
+        "--out", type=Path, help="a .csv or .json file (segmentation: a folder for the masks)"
+    )
 
     report = commands.add_parser("report", help="write a run's HTML report with curves, confusion, ROC, CAM")
     report.add_argument("run", metavar="RUN")
@@ -93,7 +95,25 @@ def run_train(args) -> None:
         )
 
 
+def checkpoint_task(run_or_checkpoint: str) -> str:
+    """classification or segmentation, from the checkpoint's metadata (exported ONNX files classify)."""
+    from vislab.checkpoint import find_checkpoint, read_checkpoint
+
+    if run_or_checkpoint.endswith(".onnx"):
+        return "classification"
+    return read_checkpoint(find_checkpoint(run_or_checkpoint))["vislab"]["task"]
+
+
 def run_eval(args) -> None:
+    if checkpoint_task(args.run) == "segmentation":
+        from vislab.segment import evaluate_segmentation
+
+        result = evaluate_segmentation(args.run, args.split)
+        print(
+            f"{args.split}: mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_acc']:.4f}  "
+            f"mean class accuracy {result['mean_acc']:.4f}  ({result['images']} images)"
+        )
+        return
     from vislab.evaluate import evaluate
 
     result = evaluate(args.run, args.split, args.overrides)
@@ -104,6 +124,11 @@ def run_eval(args) -> None:
 
 
 def run_predict(args) -> None:
+    if checkpoint_task(args.run) == "segmentation":
+        from vislab.segment import segment
+
+        print(f"wrote label, colour and overlay masks to {segment(args.run, args.target, args.out)}")
+        return
     from vislab.predict import OUTPUT_FORMATS, predict, write_predictions
 
     if args.out is not None and args.out.suffix not in OUTPUT_FORMATS:
@@ -118,6 +143,11 @@ def run_predict(args) -> None:
 
 
 def run_report(args) -> None:
+    if checkpoint_task(args.run) == "segmentation":
+        from vislab.reports.segmentation_report import build_segmentation_report
+
+        print(build_segmentation_report(Path(args.run), args.split))
+        return
     from vislab.reports.report import ReportOptions, build_report
 
     path = build_report(args.run, ReportOptions(split=args.split, tsne=not args.no_tsne, cam=not args.no_cam))

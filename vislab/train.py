@@ -164,10 +164,14 @@ def train(config: Config, resume: Path | None = None) -> Path:
         stopping = config.early_stopping
         summary = summarize(epoch_log.rows, epoch_log.columns, stopping.monitor, stopping.mode, extra)
         write_json(run_dir / "summary.json", summary)
-        if config.report and config.task == "classification":  # segmentation reports are still to come
+        if config.report:
             from vislab.reports.report import build_report
+            from vislab.reports.segmentation_report import build_segmentation_report
 
-            build_report(run_dir)
+            if config.task == "segmentation":
+                build_segmentation_report(run_dir)
+            else:
+                build_report(run_dir)
     return run_dir
 
 

@@ -16,17 +16,18 @@ MAX_CURVES = (
 MAX_LABELLED_CLASSES = 40  # beyond this, confusion-matrix ticks are left unlabelled
 
 
-def training_curves(rows: list[dict], best_epoch: int) -> Figure:
+CLASSIFICATION_SCORES = [("train_acc", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5")]
+
+
+def training_curves(
+    rows: list[dict], best_epoch: int, scores: list[tuple[str, str]] = CLASSIFICATION_SCORES
+) -> Figure:
+    """Loss, the task's scores (`(column, label)` pairs) and the learning rate per epoch."""
     epochs = [r["epoch"] for r in rows]
     fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=(15, 4.2))
     for axis, keys, title, label in (
-        (loss, [("train_loss", "train"), ("val_loss", "val")], "Loss", "cross-entropy"),
-        (
-            acc,
-            [("train_acc", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5")],
-            "Accuracy",
-            "accuracy",
-        ),
+        (loss, [("train_loss", "train"), ("val_loss", "val")], "Loss", "loss"),
+        (acc, scores, "Scores", "score"),
         (lr, [("lr", "learning rate")], "Learning rate", "learning rate"),
     ):
         for key, name in keys:
@@ -210,5 +211,21 @@ def activation_maps(maps: list[tuple[str, np.ndarray]], channels: int = 8) -> Fi
             if col == 0:
                 axis.set_title(name, fontsize=8, loc="left")
     fig.suptitle("Activation maps of the first layers (first channels)")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_iou(ious: list[float], classes: list[str]) -> Figure:
+    order = np.argsort(ious)
+    fig, axis = plt.subplots(figsize=(8, 1.5 + 0.35 * len(classes)))
+    axis.barh(range(len(order)), np.asarray(ious)[order], color="tab:blue")
+    axis.set_yticks(range(len(order)), [classes[i] for i in order])
+    axis.set(
+        title=f"IoU per class (mean {np.mean(ious):.3f})",
+        xlabel="intersection over union",
+        ylabel="class",
+        xlim=(0, 1),
+    )
+    axis.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
