@@ -164,3 +164,59 @@ def test_a_mask_that_does_not_match_its_image_stops_training_with_its_name(cli, 
     )
     assert result.code == 2 and str(mask) in result.err and result.err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def camvid_run(camvid, tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg")
+    data = small_copy(camvid, root / "camvid", train=24, val=6)
+    args = [
+        "train",
+        "task=segmentation",
+        f"data=segfolder:{data}",
+        f"segmentation.ignore_index={CAMVID_IGNORE}",
+        "model=resunet",
+        "model_args={width: 8, levels: 3}",
+        "image_size=64",
+        "segmentation.crop_size=64",
+        "epochs=1",
+        "batch_size=8",
+        "num_workers=0",
+        "name=run",
+        f"runs_dir={root / 'runs'}",
+        "trainer.progress_bar=false",
+    ]
+    assert main(args) == 0  # with the report, the default
+    return root / "runs" / "run", data
+
+
+def test_a_segmentation_run_reports_iou_confusion_and_overlays(camvid_run):
+    from test_reports import ReportParser
+
+    run, _ = camvid_run
+    parser = ReportParser()
+    parser.feed((run / "report" / "report.html").read_text())
+    assert parser.sections == ["summary", "curves", "per-class", "confusion", "overlays"]
+    assert len(parser.images) == 4 and all(
+        src.startswith("data:image/png;base64,") for _, src, _ in parser.images
+    )
+    result = json.loads((run / "eval_val.json").read_text())
+    assert set(result["per_class_iou"]) == set((camvid_run[1] / "classes.txt").read_text().split())
+    assert 0 <= result["miou"] <= result["pixel_acc"] <= 1
+
+
+def test_predict_writes_label_colour_and_overlay_masks_at_the_image_size(cli, camvid_run, tmp_path):
+    run, data = camvid_run
+    image = sorted((data / "val" / "images").iterdir())[0]
+    result = cli("predict", run, image, "--out", tmp_path / "masks")
+    assert result.code == 0, result.err
+    labels = np.array(Image.open(tmp_path / "masks" / f"{image.stem}_labels.png"))
+    assert labels.shape == (360, 480) and labels.max() < 11
+    colour = Image.open(tmp_path / "masks" / f"{image.stem}_colour.png")
+    assert colour.mode == "RGB" and colour.size == (480, 360)
+    assert (tmp_path / "masks" / f"{image.stem}_overlay.png").is_file()
+
+
+def test_eval_of_a_segmentation_run_prints_miou(cli, camvid_run):
+    result = cli("eval", camvid_run[0])
+    assert result.code == 0 and "mIoU" in result.out and "(6 images)" in result.out
