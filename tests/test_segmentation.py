@@ -220,3 +220,14 @@ def test_predict_writes_label_colour_and_overlay_masks_at_the_image_size(cli, ca
 def test_eval_of_a_segmentation_run_prints_miou(cli, camvid_run):
     result = cli("eval", camvid_run[0])
     assert result.code == 0 and "mIoU" in result.out and "(6 images)" in result.out
+
+
+def test_validation_predictions_are_logged_to_tensorboard_as_images(camvid_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(camvid_run[0] / "tensorboard"))
+    events.Reload()
+    assert "val/image_truth_prediction" in events.Tags()["images"]
+    image = events.Images("val/image_truth_prediction")[-1]
+    # Four whole validation images (shorter side 64: 64x85), each beside its ground truth and prediction.
+    assert (image.width, image.height) == (3 * 85, 4 * 64)

@@ -16,7 +16,7 @@ from vislab.checkpoint import find_checkpoint, read_checkpoint
 from vislab.config import build_config
 from vislab.data import data_dir_of
 from vislab.data.images import open_image, to_tensor
-from vislab.data.segmentation import load_segmentation, read_mask
+from vislab.data.segmentation import colour_mask, load_segmentation, overlay, read_mask
 from vislab.errors import VislabError
 from vislab.models import create_model
 from vislab.runs import write_json
@@ -48,18 +48,6 @@ def predict_labels(model: torch.nn.Module, meta: dict, image: torch.Tensor) -> n
         logits = padded_logits(model, (small / 255 - mean) / std)
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
     return logits.argmax(1)[0].numpy().astype(np.uint8)
-
-
-def colour_mask(labels: np.ndarray, palette: list, ignore_index: int | None = None) -> np.ndarray:
-    colours = np.zeros((256, 3), dtype=np.uint8)
-    colours[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    if ignore_index is not None and ignore_index < 256:
-        colours[ignore_index] = 255  # ignored pixels in white
-    return colours[labels]
-
-
-def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    return (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
 
 
 def segment(run_or_checkpoint: str | Path, target: str | Path, out: Path | None = None) -> Path:

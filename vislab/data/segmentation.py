@@ -72,6 +72,18 @@ def voc_palette(count: int = 256) -> list[tuple[int, int, int]]:
     return palette
 
 
+def colour_mask(labels: np.ndarray, palette: list, ignore_index: int | None = None) -> np.ndarray:
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    colours[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    if ignore_index is not None and ignore_index < 256:
+        colours[ignore_index] = 255  # ignored pixels in white
+    return colours[labels]
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    return (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
+
+
 def read_mask(path: Path) -> np.ndarray:
     """A label mask as an (H, W) uint8 array of class indices (palette PNGs hold the indices themselves)."""
     if not path.is_file():

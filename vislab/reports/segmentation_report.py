@@ -10,11 +10,11 @@ import numpy as np
 from vislab.config import build_config
 from vislab.data import data_dir_of
 from vislab.data.images import open_image, to_tensor
-from vislab.data.segmentation import load_segmentation, read_mask
+from vislab.data.segmentation import colour_mask, load_segmentation, overlay, read_mask
 from vislab.reports import plots
 from vislab.reports.document import Section, Table, write_html, write_markdown
 from vislab.reports.report import progress, read_metrics, save
-from vislab.segment import colour_mask, evaluate_segmentation, load_segmenter, overlay, predict_labels
+from vislab.segment import evaluate_segmentation, load_segmenter, predict_labels
 
 SEGMENTATION_SCORES = [
     ("val_miou", "val mIoU"),

@@ -4,9 +4,11 @@ per-class IoU, pixel accuracy and mean class accuracy from torchmetrics on full-
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import BaseFinetuning
+from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from torch import nn
 from torchmetrics import MetricCollection
@@ -17,7 +19,7 @@ from vislab.config import Config
 from vislab.data import data_dir_of
 from vislab.data.images import read_image
 from vislab.data.seg_module import SegmentationDataModule
-from vislab.data.segmentation import load_segmentation, read_mask
+from vislab.data.segmentation import colour_mask, load_segmentation, read_mask
 from vislab.data.splits import channel_stats
 from vislab.errors import VislabError
 from vislab.models import create_model, model_task
@@ -69,6 +71,8 @@ class SegmentationTask(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, masks = batch
         logits = self(images)
+        if batch_idx == 0:  # a few predictions for TensorBoard
+            self.examples = (images[:4].cpu(), masks[:4].cpu(), logits[:4].argmax(1).cpu())
         loss = segmentation_loss(logits, masks, self.config.segmentation, self.loss_weights)
         self.val_metrics.update(logits, masks)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
@@ -77,6 +81,21 @@ class SegmentationTask(L.LightningModule):
         values = self.val_metrics.compute()
         self.log_dict({f"val_{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True)
         self.val_metrics.reset()
+        if isinstance(self.logger, TensorBoardLogger) and not self.trainer.sanity_checking:
+            self.logger.experiment.add_image(
+                "val/image_truth_prediction", self.example_grid(), self.current_epoch
+            )
+
+    def example_grid(self) -> torch.Tensor:
+        """Rows of image | ground truth | prediction, coloured with the dataset's palette, as (3, H, W)."""
+        images, masks, predicted = self.examples
+        palette, ignore = self.meta["palette"], self.config.segmentation.ignore_index
+        rows = []
+        for image, mask, guess in zip(images, masks, predicted):
+            truth = colour_mask(mask.clamp(0, 255).to(torch.uint8).numpy(), palette, ignore)
+            guess = colour_mask(guess.to(torch.uint8).numpy(), palette)
+            rows.append(np.concatenate([image.permute(1, 2, 0).numpy(), truth, guess], axis=1))
+        return torch.from_numpy(np.concatenate(rows, axis=0)).permute(2, 0, 1)
 
     def configure_optimizers(self):
         optimizer = create_optimizer(self.model.parameters(), self.config.optim)
