@@ -83,3 +83,27 @@ def test_a_missing_mask_is_named(small_camvid):
     mask.unlink()
     with pytest.raises(VislabError, match=f"mask not found: {mask}"):
         load_segfolder(small_camvid, ignore_index=11)
+
+
+def test_sbd_images_join_voc_train_except_voc_val(voc_dir, tmp_path):
+    """A miniature SBD in its release layout (JPEGs and .mat masks) made from the real VOC sample."""
+    from scipy.io import savemat
+
+    from vislab.data.segmentation import with_sbd
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(voc_dir / "VOCdevkit", data_dir / "VOCdevkit")
+    voc = data_dir / "VOCdevkit" / "VOC2012"
+    sbd = data_dir / "SBD"
+    (sbd / "img").mkdir(parents=True)
+    (sbd / "cls").mkdir()
+    for image_id, source in (("2008_900001", "2011_000025"), ("2011_000025", "2011_000025")):
+        shutil.copy(voc / "JPEGImages" / f"{source}.jpg", sbd / "img" / f"{image_id}.jpg")
+        mask = read_mask(voc / "SegmentationClass" / f"{source}.png")
+        savemat(sbd / "cls" / f"{image_id}.mat", {"GTcls": {"Segmentation": mask}})
+    (sbd / "train.txt").write_text("2008_900001\n")
+    (sbd / "val.txt").write_text("2011_000025\n")  # a VOC 2012 val image: it must stay out of train
+    splits = with_sbd(load_voc2012(data_dir), data_dir)
+    assert [p.stem for p in splits.train.images] == ["2011_000003", "2011_000006", "2008_900001"]
+    converted = read_mask(splits.train.masks[-1])
+    assert np.array_equal(converted, read_mask(voc / "SegmentationClass" / "2011_000025.png"))

@@ -75,6 +75,7 @@ class SegmentationConfig(Section):
     crop_size: int = 256  # training crops (padded with ignore where the image is smaller)
     scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the shorter side before cropping
     freeze_encoder_after: int | None = None  # optimizer steps after which the encoder is frozen (two-stage)
+    sbd: bool = False  # voc2012: add the Semantic Boundaries Dataset's images to train (VOC "train_aug")
 
 
 class EarlyStoppingConfig(Section):

@@ -178,8 +178,38 @@ SEGFOLDER_PREFIX = "segfolder:"
 SEGMENTATION_DATASETS = ["voc2012", "segfolder:PATH"]
 
 
-def load_segmentation(data: str, data_dir: Path, ignore_index: int) -> SegSplits:
-    """`voc2012` (downloaded by torchvision into `data_dir` when missing) or `segfolder:PATH`."""
+def with_sbd(splits: SegSplits, data_dir: Path) -> SegSplits:
+    """Adds the Semantic Boundaries Dataset (Hariharan et al.) to VOC's train split: its train and val
+    images that are not VOC 2012 val images, the usual 10,582-image "train_aug" set. SBD ships masks
+    as .mat files; they are converted to label PNGs once, next to them."""
+    from scipy.io import loadmat
+
+    root = data_dir / "SBD"
+    if not (root / "cls").is_dir():
+        from torchvision.datasets import SBDataset
+
+        try:
+            SBDataset(root, image_set="train", mode="segmentation", download=True)
+        except (OSError, RuntimeError) as error:
+            raise VislabError(f"could not get SBD into {root}: {error}") from None
+    known = {p.stem for p in splits.val.images} | {p.stem for p in splits.train.images}
+    ids = sorted({i for name in ("train", "val") for i in (root / f"{name}.txt").read_text().split()} - known)
+    pngs = root / "cls_png"
+    pngs.mkdir(exist_ok=True)
+    for image_id in ids:
+        target = pngs / f"{image_id}.png"
+        if not target.is_file():
+            mask = loadmat(root / "cls" / f"{image_id}.mat")["GTcls"][0]["Segmentation"][0]
+            Image.fromarray(mask.astype(np.uint8)).save(target)
+    extra = SegSplit([root / "img" / f"{i}.jpg" for i in ids], [pngs / f"{i}.png" for i in ids])
+    check_split(extra, len(splits.classes), splits.ignore_index)
+    train = SegSplit(splits.train.images + extra.images, splits.train.masks + extra.masks)
+    return SegSplits(splits.classes, splits.ignore_index, splits.palette, train, splits.val)
+
+
+def load_segmentation(data: str, data_dir: Path, ignore_index: int, sbd: bool = False) -> SegSplits:
+    """`voc2012` (downloaded by torchvision into `data_dir` when missing; `sbd` adds SBD's images to
+    train) or `segfolder:PATH`."""
     if data.startswith(SEGFOLDER_PREFIX):
         return load_segfolder(Path(data.removeprefix(SEGFOLDER_PREFIX)).expanduser(), ignore_index)
     if data == "voc2012":
@@ -190,5 +220,6 @@ def load_segmentation(data: str, data_dir: Path, ignore_index: int) -> SegSplits
                 VOCSegmentation(data_dir, year="2012", image_set="train", download=True)
             except (OSError, RuntimeError) as error:
                 raise VislabError(f"could not get PASCAL VOC 2012 into {data_dir}: {error}") from None
-        return load_voc2012(data_dir)
+        voc = load_voc2012(data_dir)
+        return with_sbd(voc, data_dir) if sbd else voc
     raise unknown_name("segmentation dataset", data, SEGMENTATION_DATASETS)

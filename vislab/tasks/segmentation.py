@@ -128,7 +128,7 @@ class FreezeEncoderAfter(L.Callback):
 def prepare_segmentation(config: Config) -> Prepared:
     """The image/mask pairs, the model and the metadata a segmentation checkpoint carries."""
     seg = config.segmentation
-    splits = load_segmentation(config.data, data_dir_of(config), seg.ignore_index)
+    splits = load_segmentation(config.data, data_dir_of(config), seg.ignore_index, seg.sbd)
     if model_task(config.model) != "segmentation":
         raise VislabError(f"{config.model} is not a segmentation model (see 'vislab models')")
     with Image.open(splits.train.images[0]) as first:
