@@ -196,6 +196,11 @@ def run_datasets(args) -> None:
         shown = "folder:PATH" if name == "folder" else name
         present = "-" if name == "folder" else ("present" if entry.is_present(data_dir) else "not downloaded")
         print(f"{shown:<14} {present:<15} {entry.description}")
+    voc = "present" if (data_dir / "VOCdevkit" / "VOC2012" / "ImageSets").is_dir() else "not downloaded"
+    print(f"{'voc2012':<14} {voc:<15} PASCAL VOC 2012 segmentation, 21 classes (task=segmentation; 2 GB)")
+    print(
+        f"{'segfolder:PATH':<14} {'-':<15} images/ and masks/ per split with classes.txt (task=segmentation)"
+    )
     print(f"data_dir: {data_dir}")
 
 
