@@ -231,3 +231,10 @@ def test_validation_predictions_are_logged_to_tensorboard_as_images(camvid_run):
     image = events.Images("val/image_truth_prediction")[-1]
     # Four whole validation images (shorter side 64: 64x85), each beside its ground truth and prediction.
     assert (image.width, image.height) == (3 * 85, 4 * 64)
+
+
+def test_segmentation_runs_compare_on_miou(cli, camvid_run):
+    run = camvid_run[0]
+    result = cli("compare", run, run)
+    assert result.code == 0, result.err
+    assert "| best mIoU | final mIoU |" in result.out.splitlines()[0]

@@ -17,6 +17,15 @@ from vislab.reports.report import read_metrics, save
 IGNORED_KEYS = {"name", "runs_dir", "report", "trainer.progress_bar", "model", "epochs"}
 
 
+# The summary columns of the table, by task: (column label, summary.json key).
+SCORES = {
+    "classification": [("best top-1", "best_val_top1"), ("best top-5", "best_val_top5"),
+                       ("final top-1", "final_val_top1"), ("final top-5", "final_val_top5")],
+    "segmentation": [("best mIoU", "best_val_miou"), ("final mIoU", "final_val_miou"),
+                     ("final pixel acc", "final_val_pixel_acc"), ("final mean acc", "final_val_mean_acc")],
+}  # fmt: skip
+
+
 @dataclass
 class Run:
     path: Path
@@ -64,9 +73,8 @@ def differences(runs: list[Run]) -> list[str]:
 
 def curves(runs: list[Run]):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for axis, key, title in zip(
-        axes, ("val_top1", "val_loss", "train_loss"), ("Val top-1", "Val loss", "Train loss")
-    ):
+    score = "val_miou" if runs[0].config.get("task") == "segmentation" else "val_top1"
+    for axis, key, title in zip(axes, (score, "val_loss", "train_loss"), (score, "val_loss", "train_loss")):
         for run in runs:
             axis.plot(
                 [r["epoch"] for r in run.rows],
@@ -89,34 +97,24 @@ def compare_runs(paths: list[str | Path], out: Path | None = None) -> tuple[Path
     runs = [load_run(Path(p)) for p in paths]
     check_comparable(runs)
     changed = differences(runs)
+    scores = SCORES[runs[0].config.get("task", "classification")]
     header = [
         "run",
         "model",
         "params",
         "epochs",
-        "best top-1",
-        "best top-5",
-        "final top-1",
-        "final top-5",
+        *[label for label, _ in scores],
         "time (s)",
         "images/s",
-    ] + changed
+        *changed,
+    ]
     rows = []
     for run in runs:
         s, flat = run.summary, flatten(run.config)
         rows.append(
-            [
-                run.path.name,
-                run.config["model"],
-                f"{s['params']:,}",
-                s["epochs_run"],
-                s["best_val_top1"],
-                s.get("best_val_top5"),
-                s["final_val_top1"],
-                s.get("final_val_top5"),
-                f"{s['wall_time_s']:.1f}",
-                f"{s['train_images_per_s']:.0f}",
-            ]
+            [run.path.name, run.config["model"], f"{s['params']:,}", s["epochs_run"]]
+            + [s.get(key) for _, key in scores]
+            + [f"{s['wall_time_s']:.1f}", f"{s['train_images_per_s']:.0f}"]
             + [json.dumps(flat.get(k)) for k in changed]
         )
     table = Table(header, rows)
