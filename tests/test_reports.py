@@ -86,7 +86,7 @@ def test_report_command_can_skip_the_slow_steps(cli, cifar_run):
 
 def test_report_of_a_folder_without_a_run_is_a_clear_error(cli, tmp_path):
     result = cli("report", tmp_path)
-    assert result.code == 2 and "not a finished vislab run" in result.err
+    assert result.code == 2 and "no checkpoints in" in result.err and result.err.count("\n") == 1
 
 
 def paste(
