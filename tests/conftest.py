@@ -47,6 +47,25 @@ def copy_classes(source: Path, target: Path, per_class: int, classes: int | None
     return target
 
 
+def extract_archive(name: str, target: Path) -> Path:
+    """Unpacks a whole archive from ../shared/data into `target` (skipping the test where it is absent)."""
+    with tarfile.open(shared_archive(name)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+@pytest.fixture(scope="session")
+def camvid(tmp_path_factory) -> Path:
+    """CamVid (SegNet version): {train,val}/{images,masks} and classes.txt; 11 classes, 11 = void."""
+    return extract_archive("camvid.tar.gz", tmp_path_factory.mktemp("camvid")) / "camvid"
+
+
+@pytest.fixture(scope="session")
+def voc_dir(tmp_path_factory) -> Path:
+    """A data_dir holding the three-image PASCAL VOC 2012 sample in the official layout."""
+    return extract_archive("voc2012-sample.tar.gz", tmp_path_factory.mktemp("voc"))
+
+
 @pytest.fixture(scope="session")
 def cifar_jpgs(tmp_path_factory) -> Path:
     """A real CIFAR-10 JPEG subset: train/<class>/ (200 each) and test/<class>/ (50 each)."""

@@ -1,6 +1,5 @@
 import json
 import shutil
-import tarfile
 
 import numpy as np
 import pytest
@@ -14,17 +13,20 @@ from vislab.models import create_model
 from vislab.tasks.losses import class_weights, dice_loss, focal_loss, segmentation_loss
 from vislab.tasks.segmentation import segmentation_metrics
 
-from conftest import QUIET, shared_archive
+from conftest import QUIET
 
 CAMVID_IGNORE = 11
 
 
-@pytest.fixture(scope="module")
-def camvid(tmp_path_factory):
-    root = tmp_path_factory.mktemp("camvid")
-    with tarfile.open(shared_archive("camvid.tar.gz")) as tar:
-        tar.extractall(root, filter="data")
-    return root / "camvid"
+def train_on(data) -> list[str]:
+    """The start of a `vislab train` command for a ResUNet on a CamVid-layout folder."""
+    return [
+        "train",
+        "task=segmentation",
+        f"data=segfolder:{data}",
+        f"segmentation.ignore_index={CAMVID_IGNORE}",
+        "model=resunet",
+    ]
 
 
 def small_copy(camvid, target, train: int, val: int):
@@ -79,11 +81,7 @@ def test_class_weights_balance_label_frequencies():
 def test_a_short_camvid_run_beats_the_constant_class_baseline(camvid, tmp_path):
     data = small_copy(camvid, tmp_path / "camvid", train=120, val=30)
     args = [
-        "train",
-        "task=segmentation",
-        f"data=segfolder:{data}",
-        f"segmentation.ignore_index={CAMVID_IGNORE}",
-        "model=resunet",
+        *train_on(data),
         "model_args={width: 16, levels: 4}",
         "image_size=64",
         "segmentation.crop_size=64",
@@ -122,11 +120,7 @@ def test_two_stage_training_freezes_the_encoder_after_the_switch(camvid, tmp_pat
     torch.save(model.state_dict(), tmp_path / "init.pt")
     initial = {f"model.{k}": v for k, v in model.state_dict().items()}
     args = [
-        "train",
-        "task=segmentation",
-        f"data=segfolder:{data}",
-        f"segmentation.ignore_index={CAMVID_IGNORE}",
-        "model=resunet",
+        *train_on(data),
         "model_args={width: 8, levels: 3}",
         f"weights={tmp_path / 'init.pt'}",
         "image_size=64",
@@ -155,11 +149,7 @@ def test_a_mask_that_does_not_match_its_image_stops_training_with_its_name(cli, 
     mask = sorted((data / "train" / "masks").iterdir())[1]
     Image.open(mask).resize((50, 40), Image.NEAREST).save(mask)
     result = cli(
-        "train",
-        "task=segmentation",
-        f"data=segfolder:{data}",
-        f"segmentation.ignore_index={CAMVID_IGNORE}",
-        "model=resunet",
+        *train_on(data),
         f"runs_dir={tmp_path / 'r'}",
     )
     assert result.code == 2 and str(mask) in result.err and result.err.count("\n") == 1
@@ -171,11 +161,7 @@ def camvid_run(camvid, tmp_path_factory):
     root = tmp_path_factory.mktemp("seg")
     data = small_copy(camvid, root / "camvid", train=24, val=6)
     args = [
-        "train",
-        "task=segmentation",
-        f"data=segfolder:{data}",
-        f"segmentation.ignore_index={CAMVID_IGNORE}",
-        "model=resunet",
+        *train_on(data),
         "model_args={width: 8, levels: 3}",
         "image_size=64",
         "segmentation.crop_size=64",

@@ -1,5 +1,4 @@
 import shutil
-import tarfile
 
 import numpy as np
 import pytest
@@ -7,24 +6,6 @@ from PIL import Image
 
 from vislab.data.segmentation import VOC_CLASSES, load_segfolder, load_voc2012, read_mask, voc_palette
 from vislab.errors import VislabError
-
-from conftest import shared_archive
-
-
-@pytest.fixture(scope="module")
-def voc_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("voc")
-    with tarfile.open(shared_archive("voc2012-sample.tar.gz")) as tar:
-        tar.extractall(root, filter="data")
-    return root
-
-
-@pytest.fixture(scope="module")
-def camvid(tmp_path_factory):
-    root = tmp_path_factory.mktemp("camvid")
-    with tarfile.open(shared_archive("camvid.tar.gz")) as tar:
-        tar.extractall(root, filter="data")
-    return root / "camvid"
 
 
 def test_voc_palette_masks_load_as_class_indices_and_ignore(voc_dir):

@@ -12,19 +12,13 @@ from vislab.data import load_splits, tiny_imagenet
 from vislab.data.download import download
 from vislab.errors import VislabError
 
-from conftest import QUIET, shared_archive
+from conftest import QUIET, extract_archive
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     """The real Tiny-ImageNet subset (100 train images per class, the full val set) as a data_dir."""
-    import tarfile
-
-    archive = shared_archive("tiny-imagenet-200-subset.tar.gz")
-    root = tmp_path_factory.mktemp("tiny")
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
-    return root
+    return extract_archive("tiny-imagenet-200-subset.tar.gz", tmp_path_factory.mktemp("tiny"))
 
 
 def test_val_labels_come_from_val_annotations(tiny_dir):

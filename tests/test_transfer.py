@@ -6,7 +6,7 @@ import torch
 from vislab.cli import main
 from vislab.models import create_model, timm_models
 
-from conftest import QUIET, copy_classes, shared_archive
+from conftest import QUIET, copy_classes, extract_archive
 
 DOCUMENTED_BACKBONES = [
     "resnet18",
@@ -24,12 +24,7 @@ DOCUMENTED_BACKBONES = [
 @pytest.fixture(scope="module")
 def flowers(tmp_path_factory):
     """60 real photos of each of the 5 flowers5 classes (128x128)."""
-    import tarfile
-
-    archive = shared_archive("flowers5-128.tar.gz")
-    root = tmp_path_factory.mktemp("flowers")
-    with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
+    root = extract_archive("flowers5-128.tar.gz", tmp_path_factory.mktemp("flowers"))
     return copy_classes(root / "flowers5_128", root / "subset", per_class=60)
 
 

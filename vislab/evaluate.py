@@ -145,10 +145,14 @@ def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[
         "classes": classes,
         "confusion_matrix": confusion,
     }
-    out_dir = run_dir_of(data.path)
-    write_json(out_dir / f"eval_{split}.json", result)
-    with open(out_dir / f"confusion_{split}.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["true \\ predicted", *classes])
-        writer.writerows([name, *row] for name, row in zip(classes, confusion))
+    write_eval(run_dir_of(data.path), split, result)
     return result
+
+
+def write_eval(run_dir: Path, split: str, result: dict) -> None:
+    """eval_<split>.json, and the confusion matrix as confusion_<split>.csv with class names."""
+    write_json(run_dir / f"eval_{split}.json", result)
+    with open(run_dir / f"confusion_{split}.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["true \\ predicted", *result["classes"]])
+        writer.writerows([name, *row] for name, row in zip(result["classes"], result["confusion_matrix"]))

@@ -50,3 +50,13 @@ def create_scheduler(optimizer, sched: SchedConfig, total_steps: int, steps_per_
         ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup)
         main = lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
     return {"scheduler": main, "interval": "step"}
+
+
+def optimizers_for(module, params) -> dict | list:
+    """What a LightningModule's configure_optimizers returns: the configured optimizer over `params`
+    and its schedule, sized from the trainer's count of optimizer steps."""
+    config, trainer = module.config, module.trainer
+    optimizer = create_optimizer(params, config.optim)
+    total = int(trainer.estimated_stepping_batches)
+    scheduler = create_scheduler(optimizer, config.sched, total, max(1, total // trainer.max_epochs))
+    return [optimizer] if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

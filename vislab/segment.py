@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,8 @@ from vislab.data import data_dir_of
 from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import colour_mask, load_segmentation, overlay, read_mask
 from vislab.errors import VislabError
+from vislab.evaluate import run_dir_of, write_eval
 from vislab.models import create_model
-from vislab.runs import write_json
 from vislab.tasks.segmentation import padded_logits, segmentation_metrics
 
 
@@ -103,10 +102,5 @@ def evaluate_segmentation(run_or_checkpoint: str | Path, split: str = "val") -> 
         "classes": classes,
         "confusion_matrix": matrix,
     }
-    run_dir = path.parent.parent
-    write_json(run_dir / f"eval_{split}.json", result)
-    with open(run_dir / f"confusion_{split}.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["true \\\\ predicted", *classes])
-        writer.writerows([name, *row] for name, row in zip(classes, matrix))
+    write_eval(run_dir_of(path), split, result)
     return result

@@ -15,7 +15,7 @@ from vislab.data.augment import BatchAugment
 from vislab.data.module import ImageDataModule
 from vislab.errors import VislabError
 from vislab.models import create_model, model_task
-from vislab.optim import create_optimizer, create_scheduler
+from vislab.optim import optimizers_for
 from vislab.tasks.prepared import Prepared
 
 
@@ -83,11 +83,7 @@ class ClassificationTask(L.LightningModule):
         ]
 
     def configure_optimizers(self):
-        optimizer = create_optimizer(self.parameter_groups(), self.config.optim)
-        total = self.trainer.estimated_stepping_batches
-        per_epoch = max(1, int(total // self.trainer.max_epochs))
-        scheduler = create_scheduler(optimizer, self.config.sched, int(total), per_epoch)
-        return [optimizer] if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizers_for(self, self.parameter_groups())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vislab"] = self.meta

@@ -23,7 +23,7 @@ from vislab.data.segmentation import colour_mask, load_segmentation, read_mask
 from vislab.data.splits import channel_stats
 from vislab.errors import VislabError
 from vislab.models import create_model, model_task
-from vislab.optim import create_optimizer, create_scheduler
+from vislab.optim import optimizers_for
 from vislab.tasks.classification import batch_seed
 from vislab.tasks.losses import class_weights, segmentation_loss
 from vislab.tasks.prepared import Prepared
@@ -98,11 +98,7 @@ class SegmentationTask(L.LightningModule):
         return torch.from_numpy(np.concatenate(rows, axis=0)).permute(2, 0, 1)
 
     def configure_optimizers(self):
-        optimizer = create_optimizer(self.model.parameters(), self.config.optim)
-        total = self.trainer.estimated_stepping_batches
-        per_epoch = max(1, int(total // self.trainer.max_epochs))
-        scheduler = create_scheduler(optimizer, self.config.sched, int(total), per_epoch)
-        return [optimizer] if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return optimizers_for(self, self.model.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vislab"] = self.meta
