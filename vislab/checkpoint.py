@@ -84,5 +84,5 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
 
 def normalise(images: torch.Tensor, meta: dict) -> torch.Tensor:
     """uint8 (N, C, H, W) images as the float input of the model that `meta` describes."""
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
+    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
     return (images.float() / 255 - mean) / std

@@ -58,12 +58,12 @@ class SegmentationTask(L.LightningModule):
         self.val_metrics = segmentation_metrics(len(meta["classes"]), config.segmentation.ignore_index)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return padded_logits(self.model, normalise(images, self.meta).to(self.device))
+        return padded_logits(self.model, normalise(images, self.meta))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         torch.manual_seed(batch_seed(self.config.seed, self.global_rank, self.current_epoch, batch_idx))
         images, masks = batch
-        logits = self.model(normalise(images, self.meta).to(self.device))
+        logits = self.model(normalise(images, self.meta))
         loss = segmentation_loss(logits, masks, self.config.segmentation, self.loss_weights)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
