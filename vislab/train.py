@@ -28,6 +28,15 @@ from vislab.tasks.segmentation import FreezeEncoderAfter
 RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how DDP worker processes find the folder that rank 0 created
 
 
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar without the logger's version number, which says nothing in a named run folder."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+
 def resolve_precision(config: Config) -> str:
     if config.trainer.precision != "auto":
         return config.trainer.precision
@@ -74,7 +83,7 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
     if t.ema_decay:
         callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay)))
     if t.progress_bar:
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(ProgressBar())
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
