@@ -17,15 +17,12 @@ def conv_bn_relu(in_chans: int, out_chans: int) -> list[nn.Module]:
 
 
 class Classifier(nn.Module):
-    """A feature extractor followed by a head; `forward_features` gives the penultimate features."""
+    """A feature extractor (`features`, the backbone that fine-tuning freezes) followed by a `head`."""
 
     def __init__(self, features: nn.Module, head: nn.Module):
         super().__init__()
         self.features = features
         self.head = head
-
-    def forward_features(self, x):
-        return self.features(x)
 
     def forward(self, x):
         return self.head(self.features(x))
