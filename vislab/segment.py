@@ -11,28 +11,20 @@ import torch.nn.functional as F
 from PIL import Image
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from vislab.checkpoint import find_checkpoint, read_checkpoint
+from vislab.checkpoint import find_checkpoint, model_from_checkpoint, normalise, read_checkpoint
 from vislab.config import build_config
 from vislab.data import data_dir_of
 from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import colour_mask, load_segmentation, overlay, read_mask
 from vislab.errors import VislabError
 from vislab.evaluate import run_dir_of, write_eval
-from vislab.models import create_model
 from vislab.tasks.segmentation import padded_logits, segmentation_metrics
 
 
 def load_segmenter(run_or_checkpoint: str | Path) -> tuple[torch.nn.Module, dict, Path]:
     path = find_checkpoint(run_or_checkpoint)
     checkpoint = read_checkpoint(path, task="segmentation")
-    meta = checkpoint["vislab"]
-    model = create_model(
-        meta["model"], len(meta["classes"]), meta["channels"], meta["image_size"], **meta["model_args"]
-    )
-    model.load_state_dict(
-        {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    )
-    return model.eval(), meta, path
+    return model_from_checkpoint(checkpoint), checkpoint["vislab"], path
 
 
 def predict_labels(model: torch.nn.Module, meta: dict, image: torch.Tensor) -> np.ndarray:
@@ -42,9 +34,8 @@ def predict_labels(model: torch.nn.Module, meta: dict, image: torch.Tensor) -> n
     small = F.interpolate(
         image[None].float(), scale_factor=scale, mode="bilinear", antialias=True, align_corners=False
     )
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
     with torch.inference_mode():
-        logits = padded_logits(model, (small / 255 - mean) / std)
+        logits = padded_logits(model, normalise(small, meta))
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
     return logits.argmax(1)[0].numpy().astype(np.uint8)
 
@@ -54,7 +45,7 @@ def segment(run_or_checkpoint: str | Path, target: str | Path, out: Path | None 
     from vislab.predict import image_files
 
     model, meta, path = load_segmenter(run_or_checkpoint)
-    out = out or path.parent.parent / "predictions"
+    out = out or run_dir_of(path) / "predictions"
     out.mkdir(parents=True, exist_ok=True)
     for file in image_files(Path(target)):
         image = to_tensor(open_image(file, 3))
