@@ -1,8 +1,9 @@
 import pytest
 import yaml
 
-from vislab.config import dotted_keys, load_config
+from vislab.config import dotted_keys
 from vislab.errors import VislabError
+from vislab.tasks import load_config
 
 
 def test_defaults_train_the_embedded_digits_with_a_small_cnn():

@@ -5,11 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vislab.config import load_config
-from vislab.data import load_splits, resolve_defaults
+from vislab.data import load_dataset
 from vislab.data.images import read_image
 from vislab.data.splits import channel_stats
 from vislab.errors import VislabError
+from vislab.tasks import load_config
+from vislab.tasks.classification.module import resolve_defaults
 
 from conftest import copy_classes
 
@@ -19,8 +20,8 @@ def folder_config(path: Path, *overrides: str):
 
 
 def test_digits_split_is_stratified_and_fixed():
-    first = load_splits(load_config())
-    second = load_splits(load_config(None, ["seed=7"]))
+    first = load_dataset(load_config())
+    second = load_dataset(load_config(None, ["seed=7"]))
     assert len(first.train) + len(first.val) == 1797
     assert torch.equal(first.val.labels, second.val.labels) and torch.equal(
         first.val.images, second.val.images
@@ -31,7 +32,7 @@ def test_digits_split_is_stratified_and_fixed():
 
 
 def test_folder_with_train_and_test_splits_val_from_train_and_keeps_test(cifar_jpgs):
-    splits = load_splits(folder_config(cifar_jpgs))
+    splits = load_dataset(folder_config(cifar_jpgs))
     assert splits.classes[:3] == ["airplane", "automobile", "bird"] and len(splits.classes) == 10
     assert (len(splits.train), len(splits.val), len(splits.test)) == (1800, 200, 500)
     assert splits.train.images.shape[1:] == (3, 32, 32) and splits.image_size == 32
@@ -40,15 +41,15 @@ def test_folder_with_train_and_test_splits_val_from_train_and_keeps_test(cifar_j
 
 def test_folder_of_class_folders_is_split_with_a_fixed_seed(cifar_jpgs, tmp_path):
     root = copy_classes(cifar_jpgs / "test", tmp_path / "photos", per_class=20)
-    splits = load_splits(folder_config(root, "val_fraction=0.25"))
-    again = load_splits(folder_config(root, "val_fraction=0.25", "seed=3"))
+    splits = load_dataset(folder_config(root, "val_fraction=0.25"))
+    again = load_dataset(folder_config(root, "val_fraction=0.25", "seed=3"))
     assert (len(splits.train), len(splits.val), splits.test) == (150, 50, None)
     assert torch.equal(splits.val.images, again.val.images)
 
 
 def test_normalisation_is_computed_on_the_train_split(cifar_jpgs):
     config = folder_config(cifar_jpgs)
-    splits = load_splits(config)
+    splits = load_dataset(config)
     resolved = resolve_defaults(config, splits)
     assert resolved.mean == channel_stats(splits.train.images)[0]
     assert 0.4 < resolved.mean[0] < 0.55 and 0.2 < resolved.std[0] < 0.3  # CIFAR-10's known statistics
@@ -56,7 +57,7 @@ def test_normalisation_is_computed_on_the_train_split(cifar_jpgs):
 
 
 def test_images_stream_from_disk_when_not_held_in_memory(cifar_jpgs):
-    splits = load_splits(folder_config(cifar_jpgs, "in_memory=false"))
+    splits = load_dataset(folder_config(cifar_jpgs, "in_memory=false"))
     assert not splits.train.in_memory and len(splits.train.files) == 1800
 
 
@@ -75,26 +76,26 @@ def test_a_corrupt_image_is_named_in_the_error(cifar_jpgs, tmp_path):
     bad = root / "cat" / "broken.jpg"
     bad.write_bytes(b"not a jpeg at all")
     with pytest.raises(VislabError, match=f"cannot read image {bad}"):
-        load_splits(folder_config(root))
+        load_dataset(folder_config(root))
 
 
 def test_skip_bad_images_leaves_them_out_and_lists_them(cifar_jpgs, tmp_path):
     root = copy_classes(cifar_jpgs / "test", tmp_path / "photos", per_class=10)
     bad = root / "dog" / "truncated.jpg"
     bad.write_bytes((root / "dog").iterdir().__next__().read_bytes()[:100])
-    splits = load_splits(folder_config(root, "skip_bad_images=true"))
+    splits = load_dataset(folder_config(root, "skip_bad_images=true"))
     assert splits.skipped == [bad] and len(splits.train) + len(splits.val) == 100
 
 
 def test_empty_folder_and_single_class_are_rejected(tmp_path, cifar_jpgs):
     (tmp_path / "empty").mkdir()
     with pytest.raises(VislabError, match="no class folders with images"):
-        load_splits(folder_config(tmp_path / "empty"))
+        load_dataset(folder_config(tmp_path / "empty"))
     one = copy_classes(cifar_jpgs / "test", tmp_path / "one", per_class=5, classes=1)
     with pytest.raises(VislabError, match="only one class folder"):
-        load_splits(folder_config(one))
+        load_dataset(folder_config(one))
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(VislabError, match="dataset folder not found"):
-        load_splits(folder_config(tmp_path / "nowhere"))
+        load_dataset(folder_config(tmp_path / "nowhere"))

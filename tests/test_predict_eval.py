@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 from vislab.cli import main
-from vislab.config import load_config
-from vislab.data import load_splits
+from vislab.data import load_dataset
+from vislab.tasks import load_config
 
 from conftest import QUIET
 
@@ -39,7 +39,7 @@ def cifar_run(tmp_path_factory, cifar_jpgs):
 
 
 def test_predict_names_the_right_digit_for_held_out_images(cli, digits_run, tmp_path):
-    val = load_splits(load_config()).val
+    val = load_dataset(load_config()).val
     for index in range(100):
         Image.fromarray(val.images[index, 0].numpy()).save(tmp_path / f"{index:03d}_{val.labels[index]}.png")
     result = cli("predict", digits_run, tmp_path, "--topk", "3", "--out", tmp_path / "preds.json")

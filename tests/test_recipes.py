@@ -3,8 +3,8 @@ import json
 import pytest
 
 from vislab.cli import main
-from vislab.config import load_config
 from vislab.recipes import list_recipes, recipe_path
+from vislab.tasks import load_config
 
 from conftest import QUIET
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vislab.checkpoint import find_checkpoint, model_from_checkpoint, read_checkpoint
+from vislab.checkpoint import load_checkpoint
 from vislab.cli import main
 from vislab.models import create_model
 from vislab.reports.cam import cam_target, grad_cam
@@ -118,8 +118,8 @@ def test_grad_cam_falls_on_the_object_a_model_learned_to_recognise(tmp_path, cif
         *QUIET,
     ]
     assert main(args) == 0
-    checkpoint = read_checkpoint(find_checkpoint(tmp_path / "cam"))
-    model, meta = model_from_checkpoint(checkpoint), checkpoint["vislab"]
+    checkpoint = load_checkpoint(tmp_path / "cam")
+    model, meta = checkpoint.model(), checkpoint.meta
 
     canvases, boxes, labels = [], [], []
     for label, name in enumerate(classes):  # held-out test images, pasted at known places
@@ -127,9 +127,7 @@ def test_grad_cam_falls_on_the_object_a_model_learned_to_recognise(tmp_path, cif
             canvas, corner = paste(size, np.asarray(Image.open(path).convert("RGB")), rng)
             canvases.append(canvas), boxes.append(corner), labels.append(label)
     images = torch.from_numpy(np.stack(canvases)).permute(0, 3, 1, 2).float() / 255
-    inputs = (images - torch.tensor(meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(meta["std"]).view(
-        1, 3, 1, 1
-    )
+    inputs = (images - torch.tensor(meta.mean).view(1, 3, 1, 1)) / torch.tensor(meta.std).view(1, 3, 1, 1)
     heatmaps = grad_cam(model, inputs, labels)
     inside = [h[y : y + 32, x : x + 32].sum() / max(h.sum(), 1e-8) for h, (y, x) in zip(heatmaps, boxes)]
     # The object covers a quarter of the canvas; most of the activation mass must fall on it.

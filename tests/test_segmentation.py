@@ -10,8 +10,8 @@ from vislab.cli import main
 from vislab.config import SegmentationConfig
 from vislab.data.segmentation import read_mask
 from vislab.models import create_model
-from vislab.tasks.losses import class_weights, dice_loss, focal_loss, segmentation_loss
-from vislab.tasks.segmentation import segmentation_metrics
+from vislab.tasks.segmentation.losses import class_weights, dice_loss, focal_loss, segmentation_loss
+from vislab.tasks.segmentation.module import segmentation_metrics
 
 from conftest import QUIET
 

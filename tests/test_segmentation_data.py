@@ -4,14 +4,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vislab.data.segmentation import VOC_CLASSES, load_segfolder, load_voc2012, read_mask, voc_palette
+from vislab.data import load_dataset
+from vislab.data.segmentation import VOC_CLASSES, read_mask, voc_palette
 from vislab.errors import VislabError
+from vislab.tasks import load_config
+
+
+def load_voc2012(data_dir):
+    return load_dataset(load_config(None, ["data=voc2012", f"data_dir={data_dir}"]))
+
+
+def load_segfolder(root, ignore_index):
+    return load_dataset(
+        load_config(None, [f"data=segfolder:{root}", f"segmentation.ignore_index={ignore_index}"])
+    )
 
 
 def test_voc_palette_masks_load_as_class_indices_and_ignore(voc_dir):
     splits = load_voc2012(voc_dir)
     assert len(splits.classes) == 21 and splits.ignore_index == 255
-    assert [p.stem for p in splits.train.images] == ["2011_000003", "2011_000006"]
+    assert [p.stem for p in splits.train.image_files] == ["2011_000003", "2011_000006"]
     bus = read_mask(voc_dir / "VOCdevkit/VOC2012/SegmentationClass/2011_000025.png")
     # The photo is a bus seen from the front, a white van to its right and sky above.
     assert VOC_CLASSES[bus[187, 250]] == "bus" and VOC_CLASSES[bus[200, 460]] == "car" and bus[5, 5] == 0
@@ -27,7 +39,7 @@ def test_voc_palette_matches_the_official_colours():
 def test_segfolder_reads_camvid(camvid):
     splits = load_segfolder(camvid, ignore_index=11)
     assert (len(splits.train), len(splits.val), len(splits.classes)) == (367, 101, 11)
-    assert splits.classes[0] == "sky" and splits.train.masks[0].parent.name == "masks"
+    assert splits.classes[0] == "sky" and splits.train.mask_files[0].parent.name == "masks"
 
 
 @pytest.fixture
@@ -70,8 +82,6 @@ def test_sbd_images_join_voc_train_except_voc_val(voc_dir, tmp_path):
     """A miniature SBD in its release layout (JPEGs and .mat masks) made from the real VOC sample."""
     from scipy.io import savemat
 
-    from vislab.data.segmentation import with_sbd
-
     data_dir = tmp_path / "data"
     shutil.copytree(voc_dir / "VOCdevkit", data_dir / "VOCdevkit")
     voc = data_dir / "VOCdevkit" / "VOC2012"
@@ -84,7 +94,9 @@ def test_sbd_images_join_voc_train_except_voc_val(voc_dir, tmp_path):
         savemat(sbd / "cls" / f"{image_id}.mat", {"GTcls": {"Segmentation": mask}})
     (sbd / "train.txt").write_text("2008_900001\n")
     (sbd / "val.txt").write_text("2011_000025\n")  # a VOC 2012 val image: it must stay out of train
-    splits = with_sbd(load_voc2012(data_dir), data_dir)
-    assert [p.stem for p in splits.train.images] == ["2011_000003", "2011_000006", "2008_900001"]
-    converted = read_mask(splits.train.masks[-1])
+    splits = load_dataset(
+        load_config(None, ["data=voc2012", f"data_dir={data_dir}", "segmentation.sbd=true"])
+    )
+    assert [p.stem for p in splits.train.image_files] == ["2011_000003", "2011_000006", "2008_900001"]
+    converted = read_mask(splits.train.mask_files[-1])
     assert np.array_equal(converted, read_mask(voc / "SegmentationClass" / "2011_000025.png"))

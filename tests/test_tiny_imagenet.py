@@ -7,10 +7,10 @@ import zipfile
 import pytest
 
 from vislab.cli import main
-from vislab.config import load_config
-from vislab.data import load_splits, tiny_imagenet
+from vislab.data import load_dataset, tiny_imagenet
 from vislab.data.download import download
 from vislab.errors import VislabError
+from vislab.tasks import load_config
 
 from conftest import QUIET, extract_archive
 
@@ -22,7 +22,7 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_val_labels_come_from_val_annotations(tiny_dir):
-    splits = load_splits(load_config(None, ["data=tiny_imagenet", f"data_dir={tiny_dir}"]))
+    splits = load_dataset(load_config(None, ["data=tiny_imagenet", f"data_dir={tiny_dir}"]))
     root = tiny_dir / "tiny-imagenet-200"
     wnids = (root / "wnids.txt").read_text().split()
     assert (len(splits.train), len(splits.val), len(splits.classes)) == (20000, 10000, 200)
@@ -133,5 +133,5 @@ def test_tiny_imagenet_downloads_and_extracts_itself(server, tmp_path, tiny_dir,
     RangeServer.body, RangeServer.cut_first_at = buffer.getvalue(), None
     monkeypatch.setattr(tiny_imagenet, "URL", server)
     monkeypatch.setattr(tiny_imagenet, "MD5", hashlib.md5(RangeServer.body).hexdigest())
-    splits = load_splits(load_config(None, ["data=tiny_imagenet", f"data_dir={tmp_path}"]))
+    splits = load_dataset(load_config(None, ["data=tiny_imagenet", f"data_dir={tmp_path}"]))
     assert (len(splits.train), len(splits.val), len(splits.classes)) == (20, 10, 2)

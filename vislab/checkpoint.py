@@ -1,10 +1,13 @@
-"""Checkpoints: written atomically, read with `weights_only=True`, and checked to be vislab's own."""
+"""Checkpoints: written atomically, read with `weights_only=True`, checked to be vislab's own, and the one
+typed record of what a model needs besides its weights (`ModelMeta`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,85 @@ from torch import nn
 
 from vislab.errors import VislabError
 from vislab.models import create_model
+from vislab.runs import run_dir_of
+
+
+@dataclass
+class ModelMeta:
+    """Everything a checkpoint or an exported model carries besides weights: how to rebuild the network,
+    how to preprocess its input, and how to read its output."""
+
+    task: str
+    classes: list[str]
+    channels: int
+    image_size: int  # classification: the square input side; segmentation: the shorter side
+    mean: list[float]
+    std: list[float]
+    model: str
+    model_args: dict = field(default_factory=dict)
+    head_hidden: int = 0
+    head_dropout: float = 0.0
+    palette: list[list[int]] | None = None  # segmentation: a colour per class
+    ignore_index: int | None = None  # segmentation: the mask value that is not a class
+    config: dict = field(default_factory=dict)  # the run's resolved config
+
+    PREPROCESSING = (
+        "task",
+        "classes",
+        "channels",
+        "image_size",
+        "mean",
+        "std",
+        "model",
+        "palette",
+        "ignore_index",
+    )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def preprocessing(self) -> dict:
+        """What an exported model needs to be used without vislab's model code."""
+        return {key: getattr(self, key) for key in self.PREPROCESSING}
+
+    @classmethod
+    def from_dict(cls, values: Any, source: Path | str) -> ModelMeta:
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        except (TypeError, AttributeError):
+            raise VislabError(f"{source} has malformed vislab metadata") from None
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    meta: ModelMeta
+    state_dict: dict[str, torch.Tensor]
+
+    @property
+    def run_dir(self) -> Path:
+        return run_dir_of(self.path)
+
+    def model(self) -> nn.Module:
+        """The network rebuilt from the metadata, with the checkpoint's weights, in evaluation mode."""
+        meta = self.meta
+        model = create_model(
+            meta.model,
+            len(meta.classes),
+            meta.channels,
+            meta.image_size,
+            head_hidden=meta.head_hidden,
+            head_dropout=meta.head_dropout,
+            **meta.model_args,
+        )
+        prefix = "model."
+        weights = {k.removeprefix(prefix): v for k, v in self.state_dict.items() if k.startswith(prefix)}
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError:
+            raise VislabError(f"{self.path}: its weights do not fit the {meta.model} it describes") from None
+        return model.eval()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -48,7 +130,7 @@ def find_checkpoint(run_or_checkpoint: str | Path, prefer: str = "best") -> Path
     return path
 
 
-def read_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
+def read_checkpoint(path: Path) -> dict[str, Any]:
     """Loads a checkpoint without running any code from it (`weights_only=True`) and checks it is ours."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -58,31 +140,11 @@ def read_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "vislab" not in checkpoint or "state_dict" not in checkpoint:
         raise VislabError(f"{path} is not a vislab checkpoint (no vislab metadata)")
-    found = checkpoint["vislab"].get("task")
-    if task is not None and found != task:
-        raise VislabError(f"{path} is a {found} checkpoint, not a {task} one")
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
-    """Rebuilds the network from the checkpoint's own metadata and loads its weights."""
-    meta = checkpoint["vislab"]
-    model = create_model(
-        meta["model"],
-        len(meta["classes"]),
-        meta["channels"],
-        meta["image_size"],
-        head_hidden=meta.get("head_hidden", 0),
-        head_dropout=meta.get("head_dropout", 0.0),
-        **meta["model_args"],
-    )
-    prefix = "model."
-    weights = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(weights)
-    return model.eval()
-
-
-def normalise(images: torch.Tensor, meta: dict) -> torch.Tensor:
-    """uint8 (N, C, H, W) images as the float input of the model that `meta` describes."""
-    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (meta["mean"], meta["std"]))
-    return (images.float() / 255 - mean) / std
+def load_checkpoint(run_or_checkpoint: str | Path, prefer: str = "best") -> Checkpoint:
+    """A run's (or a file's) checkpoint with its typed metadata, read once."""
+    path = find_checkpoint(run_or_checkpoint, prefer)
+    raw = read_checkpoint(path)
+    return Checkpoint(path, ModelMeta.from_dict(raw["vislab"], path), raw["state_dict"])

@@ -16,7 +16,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="vislab", description="Train, evaluate and use image classifiers.")
+    parser = Parser(
+        prog="vislab", description="Train, evaluate and use image classifiers and segmentation models."
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = commands.add_parser("train", help="train a model (default: small_cnn on the embedded digits)")
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("overrides", nargs="*", help="e.g. data=folder:PATH to evaluate on other data")
 
     predict = commands.add_parser(
-        "predict", help="classify images with a run, a checkpoint or an ONNX export"
+        "predict", help="classify or segment images with a run, a checkpoint or an ONNX export"
     )
     predict.add_argument("run", metavar="RUN_CKPT_OR_ONNX")
     predict.add_argument("target", metavar="IMAGE_OR_DIR")
@@ -69,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> None:
-    from vislab.config import load_config, parse_overrides, to_yaml
+    from vislab.config import parse_overrides, to_yaml
     from vislab.data import with_augment_defaults
     from vislab.recipes import recipe_path
+    from vislab.tasks import load_config
     from vislab.train import resume_config, train
 
     if args.resume:
@@ -95,75 +98,37 @@ def run_train(args) -> None:
         )
 
 
-def checkpoint_task(run_or_checkpoint: str) -> str:
-    """classification or segmentation, from the checkpoint's metadata (exported ONNX files classify)."""
-    from vislab.checkpoint import find_checkpoint, read_checkpoint
-
-    if run_or_checkpoint.endswith(".onnx"):
-        return "classification"
-    return read_checkpoint(find_checkpoint(run_or_checkpoint))["vislab"]["task"]
-
-
 def run_eval(args) -> None:
-    if checkpoint_task(args.run) == "segmentation":
-        from vislab.segment import evaluate_segmentation
+    from vislab.tasks import evaluate
 
-        result = evaluate_segmentation(args.run, args.split)
-        print(
-            f"{args.split}: mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_acc']:.4f}  "
-            f"mean class accuracy {result['mean_acc']:.4f}  ({result['images']} images)"
-        )
-        return
-    from vislab.evaluate import evaluate
-
-    result = evaluate(args.run, args.split, args.overrides)
-    print(
-        f"{args.split}: loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
-        f"macro F1 {result['macro_f1']:.4f}  ({result['images']} images)"
-    )
+    task, result = evaluate(args.run, args.split, args.overrides)
+    print(task.describe_eval(result))
 
 
 def run_predict(args) -> None:
-    if checkpoint_task(args.run) == "segmentation":
-        from vislab.segment import segment
+    from vislab.tasks import predict
 
-        print(f"wrote label, colour and overlay masks to {segment(args.run, args.target, args.out)}")
-        return
-    from vislab.predict import OUTPUT_FORMATS, predict, write_predictions
-
-    if args.out is not None and args.out.suffix not in OUTPUT_FORMATS:
-        raise VislabError(
-            f"--out must end in {' or '.join(OUTPUT_FORMATS)}, not '{args.out.suffix or args.out.name}'"
-        )
-    rows = predict(args.run, args.target, args.topk)
-    for row in rows:
-        print(row["file"], "  ".join(f"{t['class']} {t['prob']:.3f}" for t in row["top"]))
-    if args.out is not None:
-        write_predictions(rows, args.out)
+    for line in predict(args.run, args.target, args.out, args.topk):
+        print(line)
 
 
 def run_report(args) -> None:
-    if checkpoint_task(args.run) == "segmentation":
-        from vislab.reports.segmentation_report import build_segmentation_report
+    from vislab.reports.document import ReportOptions
+    from vislab.tasks import report
 
-        print(build_segmentation_report(Path(args.run), args.split))
-        return
-    from vislab.reports.report import ReportOptions, build_report
-
-    path = build_report(args.run, ReportOptions(split=args.split, tsne=not args.no_tsne, cam=not args.no_cam))
-    print(path)
+    print(report(args.run, ReportOptions(split=args.split, tsne=not args.no_tsne, cam=not args.no_cam)))
 
 
 def run_compare(args) -> None:
-    from vislab.reports.compare import compare_runs
+    from vislab.tasks import compare
 
-    out, table = compare_runs(args.runs, args.out)
+    out, table = compare(args.runs, args.out)
     print(table.markdown())
     print(f"wrote {out / 'compare.html'} and {out / 'compare.md'}")
 
 
 def run_export(args) -> None:
-    from vislab.export import export
+    from vislab.tasks import export
 
     path, difference = export(args.run, args.format, args.out)
     print(f"wrote {path}; max |logit difference| from PyTorch on real images: {difference:.2e}")
@@ -188,19 +153,16 @@ def run_models(args) -> None:
 
 
 def run_datasets(args) -> None:
-    from vislab.config import load_config
+    from vislab.config import build_config, parse_overrides
     from vislab.data import data_dir_of, registered_datasets
+    from vislab.data.registry import shown_name
 
-    data_dir = data_dir_of(load_config(None, args.overrides))
+    data_dir = data_dir_of(build_config(parse_overrides(args.overrides)))
+    print(f"{'dataset':<16} {'task':<15} {'on disk':<15} description")
     for name, entry in registered_datasets().items():
-        shown = "folder:PATH" if name == "folder" else name
-        present = "-" if name == "folder" else ("present" if entry.is_present(data_dir) else "not downloaded")
-        print(f"{shown:<14} {present:<15} {entry.description}")
-    voc = "present" if (data_dir / "VOCdevkit" / "VOC2012" / "ImageSets").is_dir() else "not downloaded"
-    print(f"{'voc2012':<14} {voc:<15} PASCAL VOC 2012 segmentation, 21 classes (task=segmentation; 2 GB)")
-    print(
-        f"{'segfolder:PATH':<14} {'-':<15} images/ and masks/ per split with classes.txt (task=segmentation)"
-    )
+        shown = shown_name(name)
+        present = "-" if shown != name else ("present" if entry.is_present(data_dir) else "not downloaded")
+        print(f"{shown:<16} {entry.task:<15} {present:<15} {entry.description}")
     print(f"data_dir: {data_dir}")
 
 

@@ -67,13 +67,18 @@ class FinetuneConfig(Section):
 class SegmentationConfig(Section):
     """Segmentation only (task: segmentation)."""
 
-    ignore_index: int = 255  # mask value excluded from loss and metrics (VOC: 255, CamVid: 11)
+    ignore_index: int | None = (
+        None  # mask value excluded from loss and metrics; None: the dataset's (VOC 255)
+    )
     loss: Literal["ce", "focal", "dice", "ce_dice"] = "ce"
     focal_gamma: float = 2.0
     focal_alpha: float | None = None  # weight of the focal term; None = 1
     class_weights: bool = False  # weight the loss by inverse label frequency on the train masks
-    crop_size: int = 256  # training crops (padded with ignore where the image is smaller)
-    scale_range: tuple[float, float] = (0.5, 2.0)  # random rescaling of the shorter side before cropping
+    crop_size: int | None = None  # square training crops (padded with ignore); None: whole images
+    scale_range: tuple[float, float] = (
+        0.5,
+        2.0,
+    )  # random rescaling (of the `image_size` image) before cropping
     freeze_encoder_after: int | None = None  # optimizer steps after which the encoder is frozen (two-stage)
     sbd: bool = False  # voc2012: add the Semantic Boundaries Dataset's images to train (VOC "train_aug")
 
@@ -100,7 +105,7 @@ class TrainerConfig(Section):
     ema_decay: float | None = (
         None  # e.g. 0.999: evaluate and save an exponential moving average of the weights
     )
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on for convolutional models (faster on CPUs and GPUs)
     compile: bool = False
     deterministic: bool = False
     progress_bar: bool = True
@@ -109,8 +114,8 @@ class TrainerConfig(Section):
 
 
 class Config(Section):
-    task: Literal["classification", "segmentation"] = "classification"
-    data: str = "digits"  # a registered dataset name, or folder:PATH
+    task: Literal["classification", "segmentation"] | None = None  # None: what the data and model imply
+    data: str = "digits"  # a registered dataset name, folder:PATH or segfolder:PATH
     data_dir: str | None = None  # where datasets are downloaded; default: the user cache dir
     val_fraction: float = Field(0.1, gt=0, lt=1)  # held out from train when a dataset has no val split
     skip_bad_images: bool = False  # warn and skip unreadable images instead of stopping
@@ -120,7 +125,7 @@ class Config(Section):
     mean: list[float] | None = None  # per-channel normalisation; default: computed on the train split
     std: list[float] | None = None
 
-    model: str = "small_cnn"
+    model: str | None = None  # None: the task's default (small_cnn; segmentation: resunet width 16)
     model_args: dict[str, Any] = Field(default_factory=dict)  # keyword options of the model constructor
     pretrained: bool = False  # ImageNet weights for timm models (hub, or an installed weights package)
     weights: str | None = (
@@ -154,6 +159,17 @@ def dotted_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
         else:
             keys.append(prefix + name)
     return keys
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config values as one dict of dotted keys (`model_args` stays one value)."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "model_args":
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def parse_overrides(words: list[str]) -> dict[str, Any]:
@@ -203,16 +219,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-TASK_MONITOR = {"classification": "val_top1", "segmentation": "val_miou"}
-
-
 def build_config(values: dict[str, Any]) -> Config:
     """Validates a nested dict into a Config, with one readable line for the first problem."""
     try:
-        config = Config.model_validate(values)
-        if config.early_stopping.monitor is None:
-            config.early_stopping.monitor = TASK_MONITOR[config.task]
-        return config
+        return Config.model_validate(values)
     except ValidationError as error:
         problem = error.errors()[0]
         key = ".".join(str(part) for part in problem["loc"])
@@ -220,12 +230,6 @@ def build_config(values: dict[str, Any]) -> Config:
             raise unknown_name("config key", key, dotted_keys()) from None
         given = problem.get("input")
         raise VislabError(f"config key '{key}': {problem['msg'].lower()} (got {given!r})") from None
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """The config of a run: defaults, then the YAML file, then `key=value` overrides."""
-    values = read_yaml(path) if path else {}
-    return build_config(merge(values, parse_overrides(overrides or [])))
 
 
 def save_config(config: Config, path: Path) -> None:

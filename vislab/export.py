@@ -1,5 +1,5 @@
-"""`vislab export RUN --format onnx|torchscript`: the model with its preprocessing metadata, checked against
-PyTorch on real images. `vislab predict` runs the exported ONNX file through onnxruntime."""
+"""Exported models: ONNX and TorchScript files that carry their preprocessing metadata, checked against
+PyTorch on real images, and `Predictor`, which runs a checkpoint or an exported ONNX file alike."""
 
 from __future__ import annotations
 
@@ -7,49 +7,76 @@ import contextlib
 import io
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from vislab.checkpoint import find_checkpoint, model_from_checkpoint, normalise
+from vislab.checkpoint import Checkpoint, ModelMeta, load_checkpoint
 from vislab.errors import VislabError, unknown_name
-from vislab.evaluate import load_eval_data, run_dir_of
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 METADATA_KEY = "vislab"  # ONNX metadata_props key / TorchScript extra file holding the preprocessing
-METADATA_FIELDS = ("task", "classes", "channels", "image_size", "mean", "std", "model")
 
 
-def preprocessing(meta: dict) -> dict:
-    return {key: meta[key] for key in METADATA_FIELDS}
+@dataclass
+class Predictor:
+    """A model as a function from normalised input to logits, with the metadata to prepare that input."""
+
+    path: Path
+    meta: ModelMeta
+    run: Callable[[torch.Tensor], torch.Tensor]
+    checkpoint: Checkpoint | None = None  # None for an exported file
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.run(inputs)
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
+def load_predictor(source: str | Path) -> Predictor:
+    """A run, a checkpoint or an exported ONNX file, ready to predict."""
+    path = Path(source)
+    if path.suffix == ".onnx" and path.is_file():
+        meta, run = onnx_runner(path)
+        return Predictor(path, meta, lambda inputs: torch.from_numpy(run(inputs)))
+    checkpoint = load_checkpoint(path)
+    model = checkpoint.model()
+    return Predictor(checkpoint.path, checkpoint.meta, model, checkpoint)
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, meta: ModelMeta, path: Path, any_size: bool) -> None:
+    """The dynamo exporter with a dynamic batch size, and dynamic height and width (multiples of 32)
+    for models that take any size."""
     import onnx
 
-    batch = torch.export.Dim("batch", min=1)
+    dims = {0: torch.export.Dim("batch", min=1)}
+    if any_size:
+        dims |= {
+            2: 32 * torch.export.Dim("rows", min=1, max=256),
+            3: 32 * torch.export.Dim("cols", min=1, max=256),
+        }
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
         program = torch.onnx.export(
             model,
             (example,),
             input_names=["images"],
             output_names=["logits"],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=(dims,),
             dynamo=True,
         )
     proto = program.model_proto
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(preprocessing(meta))
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta.preprocessing())
     onnx.save(proto, path)
 
 
-def export_torchscript(model: torch.nn.Module, example: torch.Tensor, meta: dict, path: Path) -> None:
+def export_torchscript(model: nn.Module, example: torch.Tensor, meta: ModelMeta, path: Path) -> None:
     traced = torch.jit.trace(model, example)
-    torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(preprocessing(meta))})
+    torch.jit.save(traced, str(path), _extra_files={f"{METADATA_KEY}.json": json.dumps(meta.preprocessing())})
 
 
-def onnx_runner(path: Path) -> tuple[dict, Callable[[torch.Tensor], np.ndarray]]:
+def onnx_runner(path: Path) -> tuple[ModelMeta, Callable[[torch.Tensor], np.ndarray]]:
     """The preprocessing metadata of an exported ONNX file and a function from model input to logits."""
     import onnxruntime
 
@@ -62,36 +89,30 @@ def onnx_runner(path: Path) -> tuple[dict, Callable[[torch.Tensor], np.ndarray]]
     props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
         raise VislabError(f"{path} has no vislab metadata: export it with `vislab export`")
+    try:
+        values = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise VislabError(f"{path} has malformed vislab metadata") from None
     name = session.get_inputs()[0].name
-    return json.loads(props[METADATA_KEY]), lambda inputs: session.run(None, {name: inputs.numpy()})[0]
+    return ModelMeta.from_dict(values, path), lambda inputs: session.run(None, {name: inputs.numpy()})[0]
 
 
-def export(
-    run_or_checkpoint: str | Path, fmt: str, out: Path | None = None, check_images: int = 64
+def export_model(
+    checkpoint: Checkpoint, inputs: torch.Tensor, fmt: str, out: Path | None = None, any_size: bool = False
 ) -> tuple[Path, float]:
-    """Exports and returns the file and the largest absolute logit difference from PyTorch on real images."""
+    """Exports the checkpoint's model and returns the file and the largest absolute logit difference
+    from PyTorch on `inputs` (real images, normalised). `any_size`: the model takes any height and width."""
     if fmt not in FORMATS:
         raise unknown_name("export format", fmt, FORMATS)
-    data = load_eval_data(run_or_checkpoint)
-    model = model_from_checkpoint(data.checkpoint)
-    path = out or run_dir_of(find_checkpoint(run_or_checkpoint)) / "export" / f"model{FORMATS[fmt]}"
+    model = checkpoint.model()
+    path = out or checkpoint.run_dir / "export" / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    split = data.split.subset(range(min(check_images, len(data.split))))
-    if split.in_memory:
-        images = split.images
-    else:
-        from vislab.data.images import read_image
-
-        images = torch.stack(
-            [read_image(f, data.meta["channels"], data.meta["image_size"]) for f in split.files]
-        )
-    inputs = normalise(images, data.meta)
     with torch.no_grad():
         expected = model(inputs).numpy()
         if fmt == "onnx":
-            export_onnx(model, inputs[:2], data.meta, path)
+            export_onnx(model, inputs[:2], checkpoint.meta, path, any_size)
             exported = onnx_runner(path)[1](inputs)
         else:
-            export_torchscript(model, inputs[:2], data.meta, path)
+            export_torchscript(model, inputs[:2], checkpoint.meta, path)
             exported = torch.jit.load(str(path))(inputs).numpy()
     return path, float(np.abs(exported - expected).max())

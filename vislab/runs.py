@@ -15,30 +15,6 @@ import torch
 import vislab
 from vislab.errors import VislabError
 
-# The per-epoch columns of metrics.csv, by task.
-METRIC_COLUMNS = {
-    "classification": [
-        "epoch",
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_top1",
-        "val_top5",
-        "lr",
-        "epoch_time_s",
-    ],
-    "segmentation": [
-        "epoch",
-        "train_loss",
-        "val_loss",
-        "val_miou",
-        "val_pixel_acc",
-        "val_mean_acc",
-        "lr",
-        "epoch_time_s",
-    ],
-}
-
 
 def create_run_dir(runs_dir: str | Path, name: str | None, data: str, model: str) -> Path:
     """Creates runs/<name>; without a name, <data>-<model>-<n> with the first free n."""
@@ -139,6 +115,30 @@ def summarize(rows: list[dict], columns: list[str], monitor: str, mode: str, ext
         "train_images_per_s": round(sum(r["train_images"] for r in rows) / max(train_time, 1e-9), 1),
         **extra,
     }
+
+
+def run_dir_of(checkpoint_path: Path) -> Path:
+    """Where results go: the run folder for a run's checkpoint, else the checkpoint's own folder."""
+    parent = checkpoint_path.parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.csv as one dict per epoch (empty cells left out)."""
+    with open(run_dir / "metrics.csv") as file:
+        return [
+            {k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(file)
+        ]
+
+
+def write_eval(run_dir: Path, split: str, result: dict) -> None:
+    """eval_<split>.json, and the confusion matrix as confusion_<split>.csv with class names."""
+    write_json(run_dir / f"eval_{split}.json", result)
+    with open(run_dir / f"confusion_{split}.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["true \\ predicted", *result["classes"]])
+        writer.writerows([name, *row] for name, row in zip(result["classes"], result["confusion_matrix"]))
 
 
 def environment() -> dict:

@@ -15,15 +15,13 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from vislab.checkpoint import AtomicCheckpointIO, read_checkpoint
-from vislab.config import Config, build_config, merge, read_yaml, save_config
+from vislab.checkpoint import AtomicCheckpointIO, load_checkpoint
+from vislab.config import Config, merge, read_yaml, save_config
 from vislab.errors import VislabError
 from vislab.models import count_parameters
-from vislab.runs import METRIC_COLUMNS, EpochLog, create_run_dir, environment, summarize, write_json
-from vislab.tasks.classification import prepare_classification
-from vislab.tasks.finetune import BackboneFreeze
-from vislab.tasks.prepared import Prepared
-from vislab.tasks.segmentation import FreezeEncoderAfter
+from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
+from vislab.tasks import get_task, resolve_config
+from vislab.tasks.finetune import BackboneFreeze, FreezeEncoderAfter
 
 RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how DDP worker processes find the folder that rank 0 created
 
@@ -74,7 +72,7 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
                 check_on_train_epoch_end=True,
             )
         )
-    if config.segmentation.freeze_encoder_after is not None and config.task == "segmentation":
+    if config.segmentation.freeze_encoder_after is not None:
         callbacks.append(FreezeEncoderAfter(config.segmentation.freeze_encoder_after))
     if config.finetune.mode != "full":
         callbacks.append(
@@ -107,14 +105,6 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Train
     )
 
 
-def prepare(config: Config) -> Prepared:
-    if config.task == "segmentation":
-        from vislab.tasks.segmentation import prepare_segmentation
-
-        return prepare_segmentation(config)
-    return prepare_classification(config)
-
-
 def is_worker_process() -> bool:
     """True in the extra processes Lightning launches for DDP: they join rank 0's run folder."""
     return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
@@ -127,8 +117,10 @@ def resume_config(run_dir: Path, overrides: dict) -> Config:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise VislabError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
-    config = build_config(merge(read_yaml(run_dir / "config.yaml"), overrides))
-    read_checkpoint(last, task=config.task)
+    config = resolve_config(merge(read_yaml(run_dir / "config.yaml"), overrides))
+    found = load_checkpoint(last, prefer="last").meta.task
+    if found != config.task:
+        raise VislabError(f"{last} is a {found} checkpoint, but {run_dir}/config.yaml is for {config.task}")
     return config
 
 
@@ -150,11 +142,14 @@ def train(config: Config, resume: Path | None = None) -> Path:
     """Trains a model for the config's task (or resumes the run folder `resume`); returns the run folder."""
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    prepared = prepare(config)
+    if config.task is None:  # a Config built in Python rather than by load_config
+        config = resolve_config(config.model_dump(exclude_unset=True))
+    task = get_task(config.task)
+    prepared = task.prepare(config)
     config = prepared.config
     created = resume is None and not is_worker_process()
     run_dir = resume if resume is not None else open_run_dir(config, prepared.skipped)
-    epoch_log = EpochLog(run_dir / "metrics.csv", METRIC_COLUMNS[config.task])
+    epoch_log = EpochLog(run_dir / "metrics.csv", task.metric_columns)
     try:
         trainer = build_trainer(config, run_dir, epoch_log)
         last = run_dir / "checkpoints" / "last.ckpt" if resume else None
@@ -174,13 +169,7 @@ def train(config: Config, resume: Path | None = None) -> Path:
         summary = summarize(epoch_log.rows, epoch_log.columns, stopping.monitor, stopping.mode, extra)
         write_json(run_dir / "summary.json", summary)
         if config.report:
-            from vislab.reports.report import build_report
-            from vislab.reports.segmentation_report import build_segmentation_report
-
-            if config.task == "segmentation":
-                build_segmentation_report(run_dir)
-            else:
-                build_report(run_dir)
+            task.report(run_dir, None)
     return run_dir
 
 

@@ -1,4 +1,4 @@
-"""Data: dataset registry and loaders, batched on-device augmentation, and the DataModule."""
+"""Data: dataset registry and loaders, batched on-device augmentation, and the DataModules."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import platformdirs
 import torch
 
 from vislab.config import Config
-from vislab.data import builtin, folder, tiny_imagenet  # noqa: F401  (importing registers the datasets)
+from vislab.data import builtin, folder, segmentation, tiny_imagenet  # noqa: F401  (importing registers them)
 from vislab.data.images import read_images
-from vislab.data.registry import FOLDER_PREFIX, LoadRequest, get_dataset, registered_datasets
+from vislab.data.registry import LoadRequest, dataset_path, get_dataset, registered_datasets
 from vislab.data.splits import Splits, channel_stats
 from vislab.errors import VislabError
-from vislab.models import model_input_size, needs_exact_input_size
-from vislab.models.timm_models import timm_data_config
 
 
 def default_data_dir() -> Path:
@@ -25,21 +23,26 @@ def data_dir_of(config: Config) -> Path:
     return Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
 
 
-def load_splits(config: Config) -> Splits:
-    """Loads the configured dataset at the size the model needs."""
-    get_dataset(config.data)  # an unknown name fails before anything is read
-    size = config.image_size
-    if size is None and needs_exact_input_size(config.model):
-        size = model_input_size(config.model)
-    path = (
-        Path(config.data.removeprefix(FOLDER_PREFIX)).expanduser()
-        if config.data.startswith(FOLDER_PREFIX)
-        else None
-    )
+def dataset_task(name: str) -> str:
+    """classification or segmentation: what the dataset's labels are for."""
+    return get_dataset(name).task
+
+
+def load_dataset(config: Config, image_size: int | None = None):
+    """Loads the configured dataset (Splits or SegSplits, by its task), its images at `image_size`
+    (None: the dataset's own size)."""
+    entry = get_dataset(config.data)  # an unknown name fails before anything is read
     request = LoadRequest(
-        data_dir_of(config), config.val_fraction, size, config.skip_bad_images, config.in_memory, path
+        data_dir_of(config),
+        config.val_fraction,
+        image_size,
+        config.skip_bad_images,
+        config.in_memory,
+        dataset_path(config.data),
+        config.segmentation.ignore_index,
+        config.segmentation.sbd,
     )
-    splits = get_dataset(config.data).load(request)
+    splits = entry.load(request)
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise VislabError(f"dataset {config.data} has an empty train or val split")
     return splits
@@ -61,30 +64,26 @@ def with_augment_defaults(config: Config) -> Config:
     return config.model_copy(update={"augment": config.augment.model_validate(filled)})
 
 
-def resolve_defaults(config: Config, splits: Splits) -> Config:
-    """Fills what the config left to the data: augmentation defaults, normalisation, image size.
-    The result is what the run folder records, so a rerun needs nothing but its config.yaml."""
+def with_normalisation(config: Config, images: torch.Tensor | None, channels: int) -> Config:
+    """The config with mean and std computed on `images` (uint8 train images) unless it gives them,
+    checked to hold one value per channel."""
     mean, std = config.mean, config.std
-    from_weights = (config.pretrained or config.weights) and needs_exact_input_size(config.model)
-    if (mean is None or std is None) and from_weights:  # what the weights were trained on
-        _, mean, std = timm_data_config(config.model.removeprefix("timm:"), config.pretrained)
-        if splits.channels == 1:  # timm folds RGB first-layer weights into one channel; so do the statistics
-            mean, std = [sum(mean) / 3], [sum(std) / 3]
     if mean is None or std is None:
-        mean, std = channel_stats(stats_sample(splits))
-    if len(mean) != splits.channels or len(std) != splits.channels:
+        mean, std = channel_stats(images)
+    if len(mean) != channels or len(std) != channels:
         raise VislabError(
-            f"mean and std need {splits.channels} values for {config.data}, got {len(mean)}/{len(std)}"
+            f"mean and std need {channels} values for {config.data}, got {len(mean)}/{len(std)}"
         )
-    update = {"mean": mean, "std": std, "image_size": splits.image_size}
-    return with_augment_defaults(config).model_copy(update=update)
+    return config.model_copy(update={"mean": mean, "std": std})
 
 
 __all__ = [
-    "load_splits",
-    "resolve_defaults",
+    "load_dataset",
+    "dataset_task",
     "with_augment_defaults",
+    "with_normalisation",
     "registered_datasets",
     "data_dir_of",
+    "stats_sample",
     "Splits",
 ]

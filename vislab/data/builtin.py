@@ -72,12 +72,18 @@ def cifar_present(root: Path, hundred: bool) -> bool:
 
 register_dataset(
     DatasetEntry(
-        "digits", load_digits, lambda _: True, "8x8 handwritten digits, 10 classes (embedded)", DIGITS_AUGMENT
+        "digits",
+        "classification",
+        load_digits,
+        lambda _: True,
+        "8x8 handwritten digits, 10 classes (embedded)",
+        DIGITS_AUGMENT,
     )
 )
 register_dataset(
     DatasetEntry(
         "cifar10",
+        "classification",
         lambda r: load_cifar(r, False),
         lambda d: cifar_present(d, False),
         "CIFAR-10, 32x32, 10 classes (downloads 163 MB)",
@@ -87,6 +93,7 @@ register_dataset(
 register_dataset(
     DatasetEntry(
         "cifar100",
+        "classification",
         lambda r: load_cifar(r, True),
         lambda d: cifar_present(d, True),
         "CIFAR-100, 32x32, 100 classes (downloads 161 MB)",
@@ -126,6 +133,7 @@ def load_flowers102(request: LoadRequest) -> Splits:
 register_dataset(
     DatasetEntry(
         "flowers102",
+        "classification",
         load_flowers102,
         lambda d: (d / "flowers-102" / "jpg").is_dir(),
         "Oxford Flowers-102, photos, 102 classes (downloads 330 MB)",

@@ -120,5 +120,12 @@ def load_folder(request: LoadRequest) -> Splits:
 
 
 register_dataset(
-    DatasetEntry("folder", load_folder, lambda _: True, "any ImageFolder tree: folder:PATH", PHOTO_AUGMENT)
+    DatasetEntry(
+        "folder",
+        "classification",
+        load_folder,
+        lambda _: True,
+        "any ImageFolder tree: folder:PATH",
+        PHOTO_AUGMENT,
+    )
 )

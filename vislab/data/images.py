@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from vislab.errors import VislabError
@@ -17,6 +18,18 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def image_files(target: Path) -> list[Path]:
+    """One image, or every image under a folder (sorted), as `vislab predict` takes them."""
+    if not target.exists():
+        raise VislabError(f"no such image or folder: {target}")
+    if target.is_file():
+        return [target]
+    files = sorted(p for p in target.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise VislabError(f"no images in {target}")
+    return files
 
 
 def open_image(path: Path, channels: int) -> Image.Image:
@@ -87,3 +100,28 @@ def read_images(
         tensors = list(pool.map(read, paths, chunksize=64))
     bad = [path for path, tensor in zip(paths, tensors) if tensor is None]
     return tensors, bad
+
+
+def resize_shorter(image: torch.Tensor, size: int, labels: bool = False) -> torch.Tensor:
+    """A uint8 (C, H, W) image, or an (H, W) label mask, with its shorter side at `size`: images bilinear
+    with antialiasing, masks nearest: the one resize of segmentation's validation, eval, predict
+    and export."""
+    height, width = image.shape[-2:]
+    scale = size / min(height, width)
+    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if shape == (height, width):
+        return image
+    if labels:
+        return F.interpolate(image[None, None].float(), size=shape, mode="nearest-exact")[0, 0].to(
+            image.dtype
+        )
+    resized = F.interpolate(
+        image[None].float(), size=shape, mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 (N, C, H, W) images as float model input: scaled to 0..1, then standardised per channel."""
+    mean_, std_ = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (mean, std))
+    return (images.float() / 255 - mean_) / std_

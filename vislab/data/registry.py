@@ -1,16 +1,21 @@
-"""The dataset registry: each dataset registers a loader, how to tell whether it is on disk, and the
-augmentation that suits it (flips are wrong for digits, right for CIFAR)."""
+"""The dataset registry: each dataset registers its task, a loader, how to tell whether it is on disk, and
+the augmentation that suits it (flips are wrong for digits, right for CIFAR)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from vislab.data.splits import Splits
 from vislab.errors import unknown_name
 
 FOLDER_PREFIX = "folder:"
+SEGFOLDER_PREFIX = "segfolder:"
+PREFIXES = {
+    FOLDER_PREFIX: "folder",
+    SEGFOLDER_PREFIX: "segfolder",
+}  # `prefix:PATH` -> the entry that loads it
 # Crop with 4-pixel padding and flip: the standard augmentation for small photos (CIFAR, folders).
 PHOTO_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9, cutout=0)
 
@@ -25,12 +30,15 @@ class LoadRequest:
     skip_bad_images: bool
     in_memory: bool | None
     path: Path | None = None  # for folder datasets
+    ignore_index: int | None = None  # segmentation: None for the dataset's own
+    sbd: bool = False  # voc2012: add the Semantic Boundaries Dataset's images to train
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
     name: str
-    load: Callable[[LoadRequest], Splits]
+    task: str  # classification or segmentation: what the dataset's labels are for
+    load: Callable[[LoadRequest], Any]  # Splits for classification, SegSplits for segmentation
     is_present: Callable[[Path], bool]
     description: str
     augment: dict = field(default_factory=dict)  # defaults for the config's `augment` section
@@ -49,9 +57,23 @@ def registered_datasets() -> dict[str, DatasetEntry]:
 
 
 def get_dataset(name: str) -> DatasetEntry:
-    """The entry for a dataset name; `folder:PATH` maps to the folder loader."""
-    if name.startswith(FOLDER_PREFIX):
-        return _DATASETS["folder"]
-    if name not in _DATASETS or name == "folder":
-        raise unknown_name("dataset", name, [n for n in _DATASETS if n != "folder"] + ["folder:PATH"])
+    """The entry for a dataset name; `folder:PATH` and `segfolder:PATH` map to the folder loaders."""
+    for prefix, entry in PREFIXES.items():
+        if name.startswith(prefix):
+            return _DATASETS[entry]
+    if name not in _DATASETS or name in PREFIXES.values():
+        raise unknown_name("dataset", name, [shown_name(n) for n in _DATASETS])
     return _DATASETS[name]
+
+
+def shown_name(name: str) -> str:
+    """How a user writes the dataset: `folder:PATH` for the folder loaders, else its name."""
+    return f"{name}:PATH" if name in PREFIXES.values() else name
+
+
+def dataset_path(name: str) -> Path | None:
+    """The PATH of `folder:PATH` or `segfolder:PATH`, else None."""
+    for prefix in PREFIXES:
+        if name.startswith(prefix):
+            return Path(name.removeprefix(prefix)).expanduser()
+    return None

@@ -1,6 +1,7 @@
-"""The segmentation DataModule: image/mask pairs decoded by DataLoader workers and transformed jointly with
-torchvision transforms v2 (masks are `tv_tensors.Mask`, so they resize with nearest neighbour and pad with
-the ignore index); normalisation happens on the training device."""
+"""The segmentation DataModule. In-memory splits serve uint8 image/mask batches that the task augments on
+the device (`seg_augment.py`); streamed ones are decoded by DataLoader workers and transformed jointly with
+torchvision transforms v2 (masks are `tv_tensors.Mask`, resized with nearest neighbour and padded with the
+ignore index). Validation sees whole images, their shorter side at `image_size`, in both."""
 
 from __future__ import annotations
 
@@ -8,52 +9,53 @@ import lightning as L
 import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from vislab.config import Config
-from vislab.data.images import open_image, to_tensor
-from vislab.data.segmentation import SegSplit, SegSplits, read_mask
+from vislab.data.module import TensorPairs, seeded_loader
+from vislab.data.segmentation import SegSplit, SegSplits, read_pair
 
 
 class SegmentationFiles(Dataset):
-    def __init__(self, split: SegSplit, transform: T.Transform):
-        self.split, self.transform = split, transform
+    """Streamed pairs: training crops from `transform`, or whole images at the validation size."""
+
+    def __init__(self, split: SegSplit, size: int, transform: T.Transform | None):
+        self.split, self.size, self.transform = split, size, transform
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, index: int):
-        image = tv_tensors.Image(to_tensor(open_image(self.split.images[index], 3)))
-        mask = tv_tensors.Mask(torch.from_numpy(read_mask(self.split.masks[index]).astype("int64")))
-        image, mask = self.transform(image, mask)
+        image, mask = read_pair(self.split.image_files[index], self.split.mask_files[index], self.size)
+        mask = mask.long()
+        if self.transform is None:
+            return image, mask
+        image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
 def train_transform(config: Config) -> T.Transform:
-    """Random rescaling of the shorter side, a random crop (padded with the ignore label), a flip, and
-    colour jitter, which torchvision applies to the image and not the mask."""
+    """Random rescaling, a random crop (padded with the ignore label), a flip, and colour jitter, which
+    torchvision applies to the image and not the mask: the per-image twin of `SegmentationAugment`."""
     seg, size = config.segmentation, config.image_size
     low, high = (max(1, round(size * s)) for s in seg.scale_range)
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: seg.ignore_index}
-    return T.Compose(
-        [
-            T.RandomResize(low, high + 1, antialias=True),
-            T.RandomCrop(seg.crop_size, pad_if_needed=True, fill=fill),
-            T.RandomHorizontalFlip(),
-            T.ColorJitter(0.3, 0.3, 0.3),
-        ]
-    )
-
-
-def eval_transform(config: Config) -> T.Transform:
-    """Whole images, their shorter side resized to `image_size`."""
-    return T.Resize(config.image_size, antialias=True)
+    steps = [
+        T.RandomResize(low, high + 1, antialias=True),
+        T.RandomCrop(seg.crop_size or size, pad_if_needed=True, fill=fill),
+    ]
+    if config.augment.hflip:
+        steps.append(T.RandomHorizontalFlip())
+    if config.augment.color_jitter:
+        strength = config.augment.color_jitter
+        steps.append(T.ColorJitter(strength, strength, strength))
+    return T.Compose(steps)
 
 
 def same_size(split: SegSplit) -> bool:
     sizes = set()
-    for path in split.images:
+    for path in split.image_files:
         with Image.open(path) as image:
             sizes.add(image.size)
     return len(sizes) == 1
@@ -65,25 +67,16 @@ class SegmentationDataModule(L.LightningDataModule):
         self.splits, self.config = splits, config
 
     def loader(self, split: SegSplit, train: bool) -> DataLoader:
-        config, trainer = self.config, self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        dataset = SegmentationFiles(split, train_transform(config) if train else eval_transform(config))
-        sampler = None
-        if train or world > 1:
-            sampler = DistributedSampler(
-                dataset, num_replicas=world, rank=rank, shuffle=train, seed=config.seed
-            )
-            sampler.set_epoch(trainer.current_epoch if trainer else 0)
-        # Whole validation images of different sizes cannot share a batch.
-        batch = config.batch_size if train or same_size(split) else 1
-        return DataLoader(
-            dataset,
-            batch_size=batch,
-            sampler=sampler,
-            drop_last=train and len(dataset) >= batch * world,
-            num_workers=config.num_workers,
-            persistent_workers=config.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+        config = self.config
+        if split.in_memory:
+            dataset = TensorPairs(split.images, split.masks)
+            batch = config.batch_size
+        else:
+            dataset = SegmentationFiles(split, config.image_size, train_transform(config) if train else None)
+            # Whole validation images of different sizes cannot share a batch.
+            batch = config.batch_size if train or same_size(split) else 1
+        return seeded_loader(
+            dataset, batch, train, self.trainer, config.seed, config.num_workers, split.in_memory
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import yaml
 from PIL import Image
 
-from vislab.data.images import IMAGE_EXTENSIONS
-from vislab.errors import VislabError, unknown_name
+from vislab.data.images import IMAGE_EXTENSIONS, open_image, resize_shorter, to_tensor
+from vislab.data.registry import SEGFOLDER_PREFIX, DatasetEntry, LoadRequest, register_dataset
+from vislab.data.splits import fits_in_memory
+from vislab.errors import VislabError
 
 VOC_CLASSES = [
     "background",
@@ -43,11 +47,19 @@ VOC_IGNORE = 255
 
 @dataclass
 class SegSplit:
-    images: list[Path]
-    masks: list[Path]
+    image_files: list[Path]
+    mask_files: list[Path]
+    # In memory: uint8 (N, 3, H, W) images and (N, H, W) masks at the training size, padded to one size
+    # (images with 0, masks with the ignore index); None when streamed from the files.
+    images: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.image_files)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images is not None
 
 
 @dataclass
@@ -57,6 +69,10 @@ class SegSplits:
     palette: list[tuple[int, int, int]]  # a colour per class, for coloured masks and overlays
     train: SegSplit
     val: SegSplit
+    image_size: int = 0  # the shorter side every image is resized to
+
+    def split(self, name: str) -> SegSplit | None:
+        return {"train": self.train, "val": self.val}.get(name)
 
 
 def voc_palette(count: int = 256) -> list[tuple[int, int, int]]:
@@ -101,14 +117,15 @@ def read_mask(path: Path) -> np.ndarray:
         raise VislabError(f"cannot read mask {path}: {error}") from None
 
 
-def check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_index: int) -> None:
-    """The mask exists, has its image's size, and holds only class indices or the ignore index."""
-    mask = read_mask(mask_path)
-    try:
-        with Image.open(image_path) as image:
-            size = image.size
-    except OSError as error:
-        raise VislabError(f"cannot read image {image_path}: {error}") from None
+def check_mask(
+    mask: np.ndarray,
+    mask_path: Path,
+    image_path: Path,
+    size: tuple[int, int],
+    num_classes: int,
+    ignore_index: int,
+) -> None:
+    """The mask has its image's (width, height) and holds only class indices or the ignore index."""
     if (mask.shape[1], mask.shape[0]) != size:
         raise VislabError(
             f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}, its image {image_path} {size[0]}x{size[1]}"
@@ -121,18 +138,103 @@ def check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_index
         )
 
 
+def check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_index: int) -> None:
+    """Checks a pair from the image's header and the mask, without decoding the image."""
+    mask = read_mask(mask_path)
+    try:
+        with Image.open(image_path) as image:
+            size = image.size
+    except OSError as error:
+        raise VislabError(f"cannot read image {image_path}: {error}") from None
+    check_mask(mask, mask_path, image_path, size, num_classes, ignore_index)
+
+
 def check_split(split: SegSplit, num_classes: int, ignore_index: int) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(
             pool.map(
-                lambda pair: check_pair(*pair, num_classes, ignore_index), zip(split.images, split.masks)
+                lambda pair: check_pair(*pair, num_classes, ignore_index),
+                zip(split.image_files, split.mask_files),
             )
         )
 
 
-def load_voc2012(data_dir: Path) -> SegSplits:
-    """VOCdevkit/VOC2012 as torchvision's VOCSegmentation lays it out; train and val from ImageSets."""
-    root = data_dir / "VOCdevkit" / "VOC2012"
+def read_pair(
+    image_file: Path, mask_file: Path, size: int, check: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image and its mask as uint8 (3, H, W) and int32 (H, W) tensors, the shorter side at `size`;
+    with `check` = (number of classes, ignore index), the mask is checked against its image first."""
+    image = open_image(image_file, 3)
+    mask = read_mask(mask_file)
+    if check is not None:
+        check_mask(mask, mask_file, image_file, image.size, *check)
+    image = resize_shorter(to_tensor(image), size)
+    return image, resize_shorter(torch.from_numpy(mask.astype(np.int32)), size, labels=True)
+
+
+def stack_padded(tensors: list[torch.Tensor], fill: int) -> torch.Tensor:
+    """One tensor of equally sized items: smaller ones padded at the right and bottom with `fill`."""
+    height = max(t.shape[-2] for t in tensors)
+    width = max(t.shape[-1] for t in tensors)
+    out = torch.full((len(tensors), *tensors[0].shape[:-2], height, width), fill, dtype=tensors[0].dtype)
+    for index, tensor in enumerate(tensors):
+        out[index, ..., : tensor.shape[-2], : tensor.shape[-1]] = tensor
+    return out
+
+
+def into_memory(split: SegSplit, size: int, num_classes: int, ignore_index: int) -> SegSplit:
+    """The split decoded and checked once, at the training size (threads: PIL releases the GIL)."""
+    check = (num_classes, ignore_index)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        pairs = list(
+            pool.map(lambda pair: read_pair(*pair, size, check), zip(split.image_files, split.mask_files))
+        )
+    mask_type = torch.uint8 if ignore_index <= 255 else torch.int32
+    images = stack_padded([image for image, _ in pairs], 0)
+    masks = stack_padded([mask.to(mask_type) for _, mask in pairs], ignore_index)
+    return SegSplit(split.image_files, split.mask_files, images, masks)
+
+
+def finish(splits: SegSplits, request: LoadRequest) -> SegSplits:
+    """Fixes the training size (the first image's shorter side unless given), and decodes both splits into
+    memory when they fit (4 GiB), else leaves them to stream; every pair is checked before training."""
+    try:
+        with Image.open(splits.train.image_files[0]) as first:
+            width, height = first.size
+    except OSError as error:
+        raise VislabError(f"cannot read image {splits.train.image_files[0]}: {error}") from None
+    size = request.image_size or min(width, height)
+    in_memory = request.in_memory
+    if in_memory is None:
+        scale = size / min(width, height)
+        pixels = round(width * scale) * round(height * scale)
+        in_memory = fits_in_memory(len(splits.train) + len(splits.val), 4, round(pixels**0.5))
+    for name in ("train", "val"):
+        part = getattr(splits, name)
+        if in_memory:
+            setattr(splits, name, into_memory(part, size, len(splits.classes), splits.ignore_index))
+        else:
+            check_split(part, len(splits.classes), splits.ignore_index)
+    splits.image_size = size
+    return splits
+
+
+def voc_root(data_dir: Path) -> Path:
+    return data_dir / "VOCdevkit" / "VOC2012"
+
+
+def load_voc2012(request: LoadRequest) -> SegSplits:
+    """VOCdevkit/VOC2012 as torchvision's VOCSegmentation lays it out (downloaded by torchvision into
+    `data_dir` when missing); train and val from ImageSets; `sbd` adds SBD's images to train."""
+    data_dir = request.data_dir
+    root = voc_root(data_dir)
+    if not (root / "ImageSets").is_dir():
+        from torchvision.datasets import VOCSegmentation
+
+        try:
+            VOCSegmentation(data_dir, year="2012", image_set="train", download=True)
+        except (OSError, RuntimeError) as error:
+            raise VislabError(f"could not get PASCAL VOC 2012 into {data_dir}: {error}") from None
     if not (root / "ImageSets" / "Segmentation").is_dir():
         raise VislabError(f"no PASCAL VOC 2012 under {data_dir} (expected {root}/ImageSets/Segmentation)")
 
@@ -143,19 +245,46 @@ def load_voc2012(data_dir: Path) -> SegSplits:
             [root / "SegmentationClass" / f"{i}.png" for i in ids],
         )
 
-    splits = SegSplits(VOC_CLASSES, VOC_IGNORE, voc_palette(len(VOC_CLASSES)), split("train"), split("val"))
-    for part in (splits.train, splits.val):
-        check_split(part, len(VOC_CLASSES), VOC_IGNORE)
-    return splits
+    ignore = VOC_IGNORE if request.ignore_index is None else request.ignore_index
+    splits = SegSplits(VOC_CLASSES, ignore, voc_palette(len(VOC_CLASSES)), split("train"), split("val"))
+    if request.sbd:
+        splits = with_sbd(splits, data_dir)
+    return finish(splits, request)
 
 
-def load_segfolder(root: Path, ignore_index: int) -> SegSplits:
-    """`root/{train,val}/images/NAME.*`, masks `root/{train,val}/masks/NAME.png`, classes in classes.txt."""
-    if not root.is_dir():
+def segfolder_description(root: Path) -> dict:
+    """`root/dataset.yaml`, where a folder declares its `ignore_index` and `palette` (both optional)."""
+    path = root / "dataset.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        described = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise VislabError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    unknown = set(described) - {"ignore_index", "palette"} if isinstance(described, dict) else {"?"}
+    if unknown:
+        raise VislabError(f"{path} may set ignore_index and palette, not {', '.join(map(str, unknown))}")
+    return described
+
+
+def load_segfolder(request: LoadRequest) -> SegSplits:
+    """`root/{train,val}/images/NAME.*`, masks `root/{train,val}/masks/NAME.png`, classes in classes.txt,
+    and optionally dataset.yaml with the mask value to ignore and a colour per class."""
+    root = request.path
+    if root is None or not root.is_dir():
         raise VislabError(f"dataset folder not found: {root}")
     if not (root / "classes.txt").is_file():
         raise VislabError(f"{root}/classes.txt is missing: it names one class per line, in label order")
     classes = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+    described = segfolder_description(root)
+    ignore = request.ignore_index
+    if ignore is None:
+        ignore = int(described.get("ignore_index", VOC_IGNORE))
+    palette = [tuple(int(v) for v in colour) for colour in described.get("palette", [])]
+    if palette and len(palette) != len(classes):
+        raise VislabError(
+            f"{root}/dataset.yaml has {len(palette)} palette colours for {len(classes)} classes"
+        )
 
     def split(name: str) -> SegSplit:
         folder = root / name / "images"
@@ -168,14 +297,8 @@ def load_segfolder(root: Path, ignore_index: int) -> SegSplits:
             raise VislabError(f"no images in {folder}")
         return SegSplit(images, [root / name / "masks" / f"{p.stem}.png" for p in images])
 
-    splits = SegSplits(classes, ignore_index, voc_palette(len(classes)), split("train"), split("val"))
-    for part in (splits.train, splits.val):
-        check_split(part, len(classes), ignore_index)
-    return splits
-
-
-SEGFOLDER_PREFIX = "segfolder:"
-SEGMENTATION_DATASETS = ["voc2012", "segfolder:PATH"]
+    splits = SegSplits(classes, ignore, palette or voc_palette(len(classes)), split("train"), split("val"))
+    return finish(splits, request)
 
 
 def with_sbd(splits: SegSplits, data_dir: Path) -> SegSplits:
@@ -192,7 +315,7 @@ def with_sbd(splits: SegSplits, data_dir: Path) -> SegSplits:
             SBDataset(root, image_set="train", mode="segmentation", download=True)
         except (OSError, RuntimeError) as error:
             raise VislabError(f"could not get SBD into {root}: {error}") from None
-    known = {p.stem for p in splits.val.images} | {p.stem for p in splits.train.images}
+    known = {p.stem for p in splits.val.image_files} | {p.stem for p in splits.train.image_files}
     ids = sorted({i for name in ("train", "val") for i in (root / f"{name}.txt").read_text().split()} - known)
     pngs = root / "cls_png"
     pngs.mkdir(exist_ok=True)
@@ -201,25 +324,28 @@ def with_sbd(splits: SegSplits, data_dir: Path) -> SegSplits:
         if not target.is_file():
             mask = loadmat(root / "cls" / f"{image_id}.mat")["GTcls"][0]["Segmentation"][0]
             Image.fromarray(mask.astype(np.uint8)).save(target)
-    extra = SegSplit([root / "img" / f"{i}.jpg" for i in ids], [pngs / f"{i}.png" for i in ids])
-    check_split(extra, len(splits.classes), splits.ignore_index)
-    train = SegSplit(splits.train.images + extra.images, splits.train.masks + extra.masks)
+    train = SegSplit(
+        splits.train.image_files + [root / "img" / f"{i}.jpg" for i in ids],
+        splits.train.mask_files + [pngs / f"{i}.png" for i in ids],
+    )
     return SegSplits(splits.classes, splits.ignore_index, splits.palette, train, splits.val)
 
 
-def load_segmentation(data: str, data_dir: Path, ignore_index: int, sbd: bool = False) -> SegSplits:
-    """`voc2012` (downloaded by torchvision into `data_dir` when missing; `sbd` adds SBD's images to
-    train) or `segfolder:PATH`."""
-    if data.startswith(SEGFOLDER_PREFIX):
-        return load_segfolder(Path(data.removeprefix(SEGFOLDER_PREFIX)).expanduser(), ignore_index)
-    if data == "voc2012":
-        if not (data_dir / "VOCdevkit" / "VOC2012" / "ImageSets").is_dir():
-            from torchvision.datasets import VOCSegmentation
-
-            try:
-                VOCSegmentation(data_dir, year="2012", image_set="train", download=True)
-            except (OSError, RuntimeError) as error:
-                raise VislabError(f"could not get PASCAL VOC 2012 into {data_dir}: {error}") from None
-        voc = load_voc2012(data_dir)
-        return with_sbd(voc, data_dir) if sbd else voc
-    raise unknown_name("segmentation dataset", data, SEGMENTATION_DATASETS)
+register_dataset(
+    DatasetEntry(
+        "voc2012",
+        "segmentation",
+        load_voc2012,
+        lambda d: (voc_root(d) / "ImageSets" / "Segmentation").is_dir(),
+        "PASCAL VOC 2012 segmentation, 21 classes (downloads 2 GB)",
+    )
+)
+register_dataset(
+    DatasetEntry(
+        "segfolder",
+        "segmentation",
+        load_segfolder,
+        lambda _: True,
+        f"{SEGFOLDER_PREFIX}PATH: {{train,val}}/{{images,masks}} with classes.txt (and dataset.yaml)",
+    )
+)

@@ -69,6 +69,7 @@ def load_tiny_imagenet(request: LoadRequest) -> Splits:
 register_dataset(
     DatasetEntry(
         "tiny_imagenet",
+        "classification",
         load_tiny_imagenet,
         lambda d: (d / FOLDER / "wnids.txt").is_file(),
         "Tiny-ImageNet-200, 64x64, 200 classes (downloads 237 MB)",

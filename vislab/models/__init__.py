@@ -58,7 +58,8 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise VislabError(f"{path} is not a weights file that loads with weights_only=True") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else {}
     state = {k.removeprefix("model."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    targets = [model] + ([model.features] if hasattr(model, "features") else [])
+    backbone = backbone_of(model)
+    targets = [model] + ([backbone] if backbone is not None else [])
     target = max(targets, key=lambda t: len(state.keys() & t.state_dict().keys()))
     own = target.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -84,6 +85,15 @@ def model_task(name: str) -> str:
     return "classification" if name.startswith(PREFIX) else get_entry(name).task
 
 
+def backbone_of(model: nn.Module) -> nn.Module | None:
+    """The pretrained part that fine-tuning freezes: a classifier's `features`, a segmenter's `encoder`."""
+    for name in ("features", "encoder"):
+        part = getattr(model, name, None)
+        if isinstance(part, nn.Module):
+            return part
+    return None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -93,5 +103,6 @@ __all__ = [
     "model_input_size",
     "needs_exact_input_size",
     "count_parameters",
+    "backbone_of",
     "registered_models",
 ]

@@ -9,21 +9,14 @@ from pathlib import Path
 import yaml
 from matplotlib import pyplot as plt
 
+from vislab.config import flatten
 from vislab.errors import VislabError
 from vislab.reports.document import Section, Table, write_html, write_markdown
-from vislab.reports.report import read_metrics, save
+from vislab.reports.plots import save
+from vislab.runs import read_metrics
 
 # Keys that differ without changing the result, or that the table shows in columns of their own.
 IGNORED_KEYS = {"name", "runs_dir", "report", "trainer.progress_bar", "model", "epochs"}
-
-
-# The summary columns of the table, by task: (column label, summary.json key).
-SCORES = {
-    "classification": [("best top-1", "best_val_top1"), ("best top-5", "best_val_top5"),
-                       ("final top-1", "final_val_top1"), ("final top-5", "final_val_top5")],
-    "segmentation": [("best mIoU", "best_val_miou"), ("final mIoU", "final_val_miou"),
-                     ("final pixel acc", "final_val_pixel_acc"), ("final mean acc", "final_val_mean_acc")],
-}  # fmt: skip
 
 
 @dataclass
@@ -44,16 +37,6 @@ def load_run(path: Path) -> Run:
     )
 
 
-def flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and key != "model_args":
-            flat |= flatten(value, f"{prefix}{key}.")
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def check_comparable(runs: list[Run]) -> None:
     first = runs[0]
     for run in runs[1:]:
@@ -71,9 +54,8 @@ def differences(runs: list[Run]) -> list[str]:
     return [key for key in keys if len({json.dumps(f.get(key), sort_keys=True) for f in flats}) > 1]
 
 
-def curves(runs: list[Run]):
+def curves(runs: list[Run], score: str):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    score = "val_miou" if runs[0].config.get("task") == "segmentation" else "val_top1"
     for axis, key, title in zip(axes, (score, "val_loss", "train_loss"), (score, "val_loss", "train_loss")):
         for run in runs:
             axis.plot(
@@ -90,14 +72,21 @@ def curves(runs: list[Run]):
     return fig
 
 
-def compare_runs(paths: list[str | Path], out: Path | None = None) -> tuple[Path, Table]:
-    """Writes compare.html, compare.md and curves.png into `out` (default runs/compare); returns the table."""
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    """Finished runs that can be compared: at least two, of one task and one set of classes."""
     if len(paths) < 2:
         raise VislabError("compare needs at least two runs")
     runs = [load_run(Path(p)) for p in paths]
     check_comparable(runs)
+    return runs
+
+
+def compare_runs(
+    runs: list[Run], scores: list[tuple[str, str]], monitor: str, out: Path | None = None
+) -> tuple[Path, Table]:
+    """Writes compare.html, compare.md and curves.png into `out` (default runs/compare); returns the table.
+    `scores` are the (label, summary key) columns of the runs' task, `monitor` its curve to overlay."""
     changed = differences(runs)
-    scores = SCORES[runs[0].config.get("task", "classification")]
     header = [
         "run",
         "model",
@@ -118,14 +107,14 @@ def compare_runs(paths: list[str | Path], out: Path | None = None) -> tuple[Path
             + [json.dumps(flat.get(k)) for k in changed]
         )
     table = Table(header, rows)
-    out = out or Path(paths[0]).parent / "compare"
+    out = out or runs[0].path.parent / "compare"
     out.mkdir(parents=True, exist_ok=True)
     note = (
         f"Config keys that differ: {', '.join(changed)}." if changed else "The runs' configs are identical."
     )
     sections = [
         Section("table", "Runs", tables=[table], note=note),
-        Section("curves", "Curves", [save(curves(runs), out / "curves.png")]),
+        Section("curves", "Curves", [save(curves(runs, monitor), out / "curves.png")]),
     ]
     title = f"vislab comparison: {', '.join(run.path.name for run in runs)}"
     write_html(out / "compare.html", title, sections)

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import base64
 import html
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass
+class ReportOptions:
+    split: str = "val"
+    tsne: bool = True  # the slowest step on large validation sets
+    cam: bool = True
+    tsne_points: int = 2000
+    gallery: int = 12  # images in the misclassified gallery, and in each Grad-CAM grid
+
+
+def progress(message: str) -> None:
+    """A report step's progress, on stderr so that stdout stays the command's result."""
+    print(f"report: {message}", file=sys.stderr, flush=True)
+
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 1rem 2rem; }

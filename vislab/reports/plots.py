@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # reports are files; no display is needed or wanted
@@ -229,3 +231,9 @@ def per_class_iou(ious: list[float], classes: list[str]) -> Figure:
     axis.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,1 +1,130 @@
-"""The LightningModules: what a model computes and how it learns, one per task."""
+"""The task registry: the CLI, the trainer and the UI look a task up here once and call it. The task of a
+run follows from its data and its model; `task=` only confirms it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vislab.checkpoint import load_checkpoint
+from vislab.config import Config, build_config, flatten, merge, parse_overrides, read_yaml
+from vislab.data import dataset_task
+from vislab.errors import VislabError, unknown_name
+from vislab.export import FORMATS, export_model, load_predictor
+from vislab.models import model_task
+from vislab.reports.compare import compare_runs, load_runs
+from vislab.reports.document import ReportOptions
+from vislab.tasks.base import Prepared, Task
+from vislab.tasks.classification import CLASSIFICATION
+from vislab.tasks.segmentation import SEGMENTATION
+
+TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, SEGMENTATION)}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise unknown_name("task", name, TASKS)
+    return TASKS[name]
+
+
+def infer_task(values: dict[str, Any]) -> Task:
+    """The task that the data and the model imply; a model for one task on data for the other, or a
+    `task=` that contradicts them, is an error that says so."""
+    data = values.get("data", Config.model_fields["data"].default)
+    from_data = dataset_task(data)
+    model = values.get("model")
+    if model is not None and model_task(model) != from_data:
+        raise VislabError(
+            f"{data} is {from_data} data but {model} is a {model_task(model)} model: "
+            f"pick a {from_data} model (see 'vislab models') or {model_task(model)} data "
+            "(see 'vislab datasets')"
+        )
+    given = values.get("task")
+    if given is not None and given != from_data:
+        get_task(given)
+        raise VislabError(
+            f"task={given}, but {data} is {from_data} data (the task follows from data and model)"
+        )
+    return TASKS[from_data]
+
+
+def refuse_foreign_keys(config: Config, task: Task) -> None:
+    """A key that means nothing for the task, set to anything but its default or off, is an error."""
+    defaults = flatten(Config().model_dump())
+    for key, value in flatten(config.model_dump()).items():
+        reason = next(
+            (why for k, why in task.foreign_keys.items() if key == k or key.startswith(k + ".")), None
+        )
+        if reason and value != defaults[key] and value not in (None, 0, False):
+            raise VislabError(f"{key}={value} does not apply to {task.name}: {reason}")
+    monitor = config.early_stopping.monitor
+    if monitor not in task.metric_columns:
+        raise VislabError(f"early_stopping.monitor={monitor} is not a {task.name} metric")
+
+
+def resolve_config(values: dict[str, Any]) -> Config:
+    """A config from nested values: the task inferred, its defaults under the given values, its default
+    model when none is given, and every key checked to apply to it."""
+    task = infer_task(values)
+    if values.get("model") is None:
+        values = merge(values, {"model": task.default_model, "model_args": task.default_model_args})
+    values = merge(merge(task.defaults, values), {"task": task.name})
+    config = build_config(values)
+    if config.early_stopping.monitor is None:
+        config.early_stopping.monitor = task.monitor
+    refuse_foreign_keys(config, task)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The config of a run: the task's defaults, then the YAML file, then `key=value` overrides."""
+    values = read_yaml(path) if path else {}
+    return resolve_config(merge(values, parse_overrides(overrides or [])))
+
+
+def prepare(config: Config) -> Prepared:
+    return get_task(config.task).prepare(config)
+
+
+def evaluate(
+    run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None
+) -> tuple[Task, dict]:
+    checkpoint = load_checkpoint(run_or_checkpoint)
+    task = get_task(checkpoint.meta.task)
+    return task, task.evaluate(checkpoint, split, overrides or [])
+
+
+def predict(source: str | Path, target: str | Path, out: Path | None = None, topk: int = 5) -> list[str]:
+    """Predictions for an image or a folder from a run, a checkpoint or an exported ONNX file."""
+    predictor = load_predictor(source)
+    return get_task(predictor.meta.task).predict(predictor, Path(target), out, topk)
+
+
+def report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise VislabError(f"{run_dir} is not a vislab run (no config.yaml)")
+    task = get_task(read_yaml(run_dir / "config.yaml").get("task", "classification"))
+    return task.report(run_dir, options or ReportOptions())
+
+
+def export(
+    run_or_checkpoint: str | Path, fmt: str, out: Path | None = None, check_images: int = 16
+) -> tuple[Path, float]:
+    """The model exported to `fmt`, and its largest logit difference from PyTorch on real images."""
+    if fmt not in FORMATS:
+        raise unknown_name("export format", fmt, FORMATS)
+    checkpoint = load_checkpoint(run_or_checkpoint)
+    task = get_task(checkpoint.meta.task)
+    return export_model(
+        checkpoint, task.export_inputs(checkpoint, check_images), fmt, out, task.any_input_size
+    )
+
+
+def compare(paths: list[str | Path], out: Path | None = None):
+    runs = load_runs(paths)
+    task = get_task(runs[0].config.get("task", "classification"))
+    return compare_runs(runs, task.scores, task.monitor, out)
+
+
+__all__ = ["TASKS", "get_task", "load_config", "resolve_config", "evaluate", "predict", "report", "export"]

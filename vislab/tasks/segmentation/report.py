@@ -7,14 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vislab.config import build_config
-from vislab.data import data_dir_of
+from vislab.checkpoint import load_checkpoint
 from vislab.data.images import open_image, to_tensor
-from vislab.data.segmentation import colour_mask, load_segmentation, overlay, read_mask
+from vislab.data.segmentation import colour_mask, overlay, read_mask
+from vislab.errors import VislabError
 from vislab.reports import plots
-from vislab.reports.document import Section, Table, write_html, write_markdown
-from vislab.reports.report import progress, read_metrics, save
-from vislab.segment import evaluate_segmentation, load_segmenter, predict_labels
+from vislab.reports.document import ReportOptions, Section, Table, progress, write_html, write_markdown
+from vislab.reports.plots import save
+from vislab.runs import read_metrics
+from vislab.tasks.segmentation.predict import evaluate, load_eval_split, predict_labels
 
 SEGMENTATION_SCORES = [
     ("val_miou", "val mIoU"),
@@ -23,11 +24,17 @@ SEGMENTATION_SCORES = [
 ]
 
 
-def build_segmentation_report(run_dir: Path, split: str = "val", examples: int = 4) -> Path:
+def build_report(run_dir: Path, options: ReportOptions | None = None, examples: int = 4) -> Path:
+    """Writes the report of a segmentation run and returns the path of report.html."""
+    options = options or ReportOptions()
+    split = options.split
+    if not (run_dir / "metrics.csv").is_file():
+        raise VislabError(f"{run_dir} is not a finished vislab run (no metrics.csv)")
+    checkpoint = load_checkpoint(run_dir)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     progress(f"evaluating the {split} split on whole images")
-    result = evaluate_segmentation(run_dir, split)
+    result = evaluate(checkpoint, split)
     classes = result["classes"]
     rows = [
         ["model", result["model"]],
@@ -65,7 +72,7 @@ def build_segmentation_report(run_dir: Path, split: str = "val", examples: int =
             [save(plots.confusion_matrices(confusion, classes), out / "confusion.png")],
         )
     )
-    sections.append(overlay_section(run_dir, split, examples, out))
+    sections.append(overlay_section(checkpoint, split, examples, out))
     title = f"vislab report: {run_dir.name} ({split})"
     write_html(out / "report.html", title, sections)
     write_markdown(out / "report.md", title, sections)
@@ -73,16 +80,15 @@ def build_segmentation_report(run_dir: Path, split: str = "val", examples: int =
     return out / "report.html"
 
 
-def overlay_section(run_dir: Path, split: str, examples: int, out: Path) -> Section:
-    model, meta, _ = load_segmenter(run_dir)
-    config = build_config(meta["config"])
-    data = getattr(load_segmentation(config.data, data_dir_of(config), meta["ignore_index"]), split)
+def overlay_section(checkpoint, split: str, examples: int, out: Path) -> Section:
+    model, meta = checkpoint.model(), checkpoint.meta
+    _, data = load_eval_split(checkpoint, split)
     images, titles = [], []
     step = max(1, len(data) // examples)  # spread over the split: neighbouring video frames look alike
-    for image_path, mask_path in list(zip(data.images, data.masks))[::step][:examples]:
+    for image_path, mask_path in list(zip(data.image_files, data.mask_files))[::step][:examples]:
         image = to_tensor(open_image(image_path, 3))
-        predicted = colour_mask(predict_labels(model, meta, image), meta["palette"])
-        truth = colour_mask(read_mask(mask_path), meta["palette"], meta["ignore_index"])
+        predicted = colour_mask(predict_labels(model, meta, image), meta.palette)
+        truth = colour_mask(read_mask(mask_path), meta.palette, meta.ignore_index)
         picture = image.permute(1, 2, 0).numpy()
         images += [picture, overlay(picture, truth), overlay(picture, predicted)]
         titles += [image_path.name, "ground truth", "prediction"]

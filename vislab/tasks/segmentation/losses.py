@@ -29,14 +29,18 @@ def dice_loss(logits, labels, ignore_index: int, eps: float = 1.0) -> torch.Tens
 
 
 def segmentation_loss(
-    logits, labels, config: SegmentationConfig, weight: torch.Tensor | None = None
+    logits,
+    labels,
+    config: SegmentationConfig,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     ignore = config.ignore_index
     if config.loss == "focal":
         return focal_loss(logits, labels, ignore, config.focal_gamma, config.focal_alpha, weight)
     if config.loss == "dice":
         return dice_loss(logits, labels, ignore)
-    ce = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore)
+    ce = F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore, label_smoothing=label_smoothing)
     return ce + dice_loss(logits, labels, ignore) if config.loss == "ce_dice" else ce
 
 

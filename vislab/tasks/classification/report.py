@@ -2,68 +2,34 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import pyplot as plt
 from sklearn.manifold import TSNE
 from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 from torchmetrics.classification import MulticlassCalibrationError
 
-from vislab.checkpoint import model_from_checkpoint, normalise
-from vislab.data.images import read_image
+from vislab.checkpoint import load_checkpoint
 from vislab.errors import VislabError
-from vislab.evaluate import EvalData, collect_outputs, load_eval_data
 from vislab.reports import plots
 from vislab.reports.cam import grad_cam, overlay
-from vislab.reports.document import Section, Table, write_html, write_markdown
+from vislab.reports.document import ReportOptions, Section, Table, progress, write_html, write_markdown
+from vislab.reports.plots import save
+from vislab.runs import read_metrics
+from vislab.tasks.classification.evaluate import EvalData, collect_outputs, load_eval_data
 
 
-@dataclass
-class ReportOptions:
-    split: str = "val"
-    tsne: bool = True  # the slowest step on large validation sets
-    cam: bool = True
-    tsne_points: int = 2000
-    gallery: int = 12  # images in the misclassified gallery, and in each Grad-CAM grid
-
-
-def progress(message: str) -> None:
-    print(f"report: {message}", file=sys.stderr, flush=True)
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as file:
-        return [
-            {k: float(v) if k != "epoch" else int(v) for k, v in row.items() if v != ""}
-            for row in csv.DictReader(file)
-        ]
-
-
-def split_image(data: EvalData, index: int) -> np.ndarray:
-    """Image `index` of the split as HxWxC uint8, at the model's input size."""
-    if data.split.in_memory:
-        image = data.split.images[index]
-    else:
-        image = read_image(data.split.files[index], data.meta["channels"], data.meta["image_size"])
-    return image.permute(1, 2, 0).numpy()
+def split_images(data: EvalData, indices: list[int]) -> list[np.ndarray]:
+    """Images of the split as HxWxC uint8 arrays, at the model's input size."""
+    return list(data.images(indices).permute(0, 2, 3, 1).numpy())
 
 
 def model_input(data: EvalData, images: list[np.ndarray]) -> torch.Tensor:
-    return normalise(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2), data.meta)
-
-
-def save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return data.model_input(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2))
 
 
 def build_report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
@@ -72,9 +38,9 @@ def build_report(run_dir: str | Path, options: ReportOptions | None = None) -> P
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.csv").is_file():
         raise VislabError(f"{run_dir} is not a finished vislab run (no metrics.csv)")
-    data = load_eval_data(run_dir, options.split)
-    model = model_from_checkpoint(data.checkpoint)
-    classes = data.meta["classes"]
+    data = load_eval_data(load_checkpoint(run_dir), options.split)
+    model = data.checkpoint.model()
+    classes = data.meta.classes
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     started = time.perf_counter()
@@ -106,7 +72,7 @@ def summary_section(run_dir: Path, data: EvalData, labels: np.ndarray, predicted
         json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     )
     rows = [
-        ["model", data.meta["model"]],
+        ["model", data.meta.model],
         ["data", data.config.data],
         ["split", f"{data.split_name} ({len(labels)} images)"],
         [f"{data.split_name} top-1", float((labels == predicted).mean())],
@@ -201,7 +167,7 @@ def most_confident(mask: np.ndarray, confidence: np.ndarray, count: int) -> list
 
 
 def cam_section(model: nn.Module, data: EvalData, labels, predicted, probs, count: int, out: Path) -> Section:
-    classes = data.meta["classes"]
+    classes = data.meta.classes
     confidence = probs.max(1)
     section = Section("gradcam", "Grad-CAM")
     for kind, mask in (("correct", labels == predicted), ("misclassified", labels != predicted)):
@@ -209,7 +175,7 @@ def cam_section(model: nn.Module, data: EvalData, labels, predicted, probs, coun
         if not chosen:
             continue
         progress(f"Grad-CAM on {len(chosen)} {kind} images")
-        images = [split_image(data, i) for i in chosen]
+        images = split_images(data, chosen)
         heatmaps = grad_cam(model, model_input(data, images), [int(predicted[i]) for i in chosen])
         if heatmaps is None:
             section.note = (
@@ -230,7 +196,7 @@ def cam_section(model: nn.Module, data: EvalData, labels, predicted, probs, coun
 
 
 def activation_section(model: nn.Module, data: EvalData, out: Path, layers: int = 4) -> Section:
-    image = split_image(data, 0)
+    image = split_images(data, [0])[0]
     captured: list[tuple[str, np.ndarray]] = []
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)][:layers]
     hooks = [
@@ -252,12 +218,12 @@ def activation_section(model: nn.Module, data: EvalData, out: Path, layers: int 
 
 
 def gallery_section(data: EvalData, labels, predicted, probs, count: int, out: Path) -> Section:
-    classes = data.meta["classes"]
+    classes = data.meta.classes
     confidence = probs.max(1)
     chosen = most_confident(labels != predicted, confidence, count)
     if not chosen:
         return Section("misclassified", "Most confidently misclassified", note="No image was misclassified.")
-    images = [split_image(data, i) for i in chosen]
+    images = split_images(data, chosen)
     images = [im[..., 0] if im.shape[2] == 1 else im for im in images]
     titles = [
         f"true {classes[labels[i]]}\npred {classes[predicted[i]]} ({confidence[i]:.2f})" for i in chosen

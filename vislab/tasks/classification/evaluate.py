@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,19 +16,15 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from vislab.checkpoint import find_checkpoint, model_from_checkpoint, normalise, read_checkpoint
-from vislab.config import Config, build_config, merge, parse_overrides
-from vislab.data import load_splits
+from vislab.checkpoint import Checkpoint, ModelMeta
+from vislab.config import Config
+from vislab.data import load_dataset
+from vislab.data.images import normalise, read_image
 from vislab.data.module import ImageDataModule
 from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
-from vislab.runs import write_json
-
-
-def run_dir_of(checkpoint_path: Path) -> Path:
-    """Where results go: the run folder for a run's checkpoint, else the checkpoint's own folder."""
-    parent = checkpoint_path.parent
-    return parent.parent if parent.name == "checkpoints" else parent
+from vislab.runs import write_eval
+from vislab.tasks.base import eval_config
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -51,40 +45,48 @@ def classification_metrics(num_classes: int) -> MetricCollection:
 class EvalData:
     """A checkpoint with the dataset split it is evaluated on."""
 
-    path: Path
-    checkpoint: dict
+    checkpoint: Checkpoint
     config: Config
     splits: Splits
     split_name: str
     split: Split
 
     @property
-    def meta(self) -> dict:
-        return self.checkpoint["vislab"]
+    def meta(self) -> ModelMeta:
+        return self.checkpoint.meta
+
+    def images(self, indices: list[int]) -> torch.Tensor:
+        """uint8 images of the split at the model's input size, exactly as evaluation sees them."""
+        if self.split.in_memory:
+            return self.split.images[indices]
+        meta = self.meta
+        return torch.stack([read_image(self.split.files[i], meta.channels, meta.image_size) for i in indices])
+
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        return normalise(images, self.meta.mean, self.meta.std)
 
 
 def load_eval_data(
-    run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None
+    checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None
 ) -> EvalData:
-    """The checkpoint and its run's dataset split (or, via overrides, another dataset with its classes)."""
-    path = find_checkpoint(run_or_checkpoint)
-    checkpoint = read_checkpoint(path, task="classification")
-    meta = checkpoint["vislab"]
-    config = build_config(merge(meta["config"], parse_overrides(overrides or [])))
-    splits = load_splits(config.model_copy(update={"image_size": meta["image_size"]}))
-    classes = meta["classes"]
-    if len(splits.classes) != len(classes):
+    """The checkpoint's run's dataset split (or, via overrides, another dataset with its classes)."""
+    meta = checkpoint.meta
+    config = eval_config(meta, overrides)
+    splits = load_dataset(config, meta.image_size)
+    if len(splits.classes) != len(meta.classes):
         raise VislabError(
-            f"{path} predicts {len(classes)} classes but {config.data} has {len(splits.classes)}"
+            f"{checkpoint.path} predicts {len(meta.classes)} classes "
+            f"but {config.data} has {len(splits.classes)}"
         )
-    if splits.classes != classes:
+    if splits.classes != meta.classes:
         raise VislabError(
-            f"{config.data} has classes {splits.classes[:5]}... but {path} was trained on {classes[:5]}..."
+            f"{config.data} has classes {splits.classes[:5]}... but {checkpoint.path} was trained on "
+            f"{meta.classes[:5]}..."
         )
     data = splits.split(split)
     if data is None:
         raise VislabError(f"{config.data} has no {split} split")
-    return EvalData(path, checkpoint, config, splits, split, data)
+    return EvalData(checkpoint, config, splits, split, data)
 
 
 @dataclass
@@ -116,7 +118,7 @@ def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = Fals
     try:
         with torch.inference_mode():
             for images, batch_labels in module.loader(data.split, train=False):
-                logits.append(model(normalise(images, data.meta)))
+                logits.append(model(data.model_input(images)))
                 labels.append(batch_labels)
     finally:
         if hook is not None:
@@ -124,18 +126,18 @@ def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = Fals
     return Outputs(torch.cat(logits), torch.cat(labels), torch.cat(captured) if with_features else None)
 
 
-def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None) -> dict:
+def evaluate(checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None) -> dict:
     """Evaluates a checkpoint and writes eval_<split>.json and confusion_<split>.csv into its run folder."""
-    data = load_eval_data(run_or_checkpoint, split, overrides)
-    outputs = collect_outputs(model_from_checkpoint(data.checkpoint), data)
-    classes = data.meta["classes"]
+    data = load_eval_data(checkpoint, split, overrides)
+    outputs = collect_outputs(checkpoint.model(), data)
+    classes = checkpoint.meta.classes
     metrics = classification_metrics(len(classes))
     metrics.update(outputs.logits, outputs.labels)
     values = metrics.compute()
     confusion = values.pop("confusion").tolist()
     per_class = values.pop("per_class_accuracy").tolist()
     result = {
-        "checkpoint": str(data.path),
+        "checkpoint": str(checkpoint.path),
         "data": data.config.data,
         "split": split,
         "images": len(outputs.labels),
@@ -145,14 +147,19 @@ def evaluate(run_or_checkpoint: str | Path, split: str = "val", overrides: list[
         "classes": classes,
         "confusion_matrix": confusion,
     }
-    write_eval(run_dir_of(data.path), split, result)
+    write_eval(checkpoint.run_dir, split, result)
     return result
 
 
-def write_eval(run_dir: Path, split: str, result: dict) -> None:
-    """eval_<split>.json, and the confusion matrix as confusion_<split>.csv with class names."""
-    write_json(run_dir / f"eval_{split}.json", result)
-    with open(run_dir / f"confusion_{split}.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["true \\ predicted", *result["classes"]])
-        writer.writerows([name, *row] for name, row in zip(result["classes"], result["confusion_matrix"]))
+def describe_eval(result: dict) -> str:
+    return (
+        f"{result['split']}: loss {result['loss']:.4f}  top-1 {result['top1']:.4f}  "
+        f"top-5 {result['top5']:.4f}  "
+        f"macro F1 {result['macro_f1']:.4f}  ({result['images']} images)"
+    )
+
+
+def export_inputs(checkpoint: Checkpoint, count: int) -> torch.Tensor:
+    """The first `count` validation images as model input: what an export is checked on."""
+    data = load_eval_data(checkpoint)
+    return data.model_input(data.images(list(range(min(count, len(data.split))))))

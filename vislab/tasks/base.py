@@ -1,0 +1,137 @@
+"""What every task provides, and the LightningModule behaviour the tasks share. A task is one `Task`
+record: the CLI, the trainer and the UI look it up by name and call it; nothing else asks which task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from vislab.checkpoint import Checkpoint, ModelMeta
+from vislab.config import Config, build_config, merge, parse_overrides
+from vislab.data import dataset_task
+from vislab.errors import VislabError
+from vislab.models import backbone_of, create_model
+from vislab.optim import optimizers_for
+
+
+@dataclass
+class Prepared:
+    """What a task hands the trainer."""
+
+    config: Config  # resolved: everything the data decided (normalisation, sizes) filled in
+    module: L.LightningModule
+    datamodule: L.LightningDataModule
+    info: dict  # train_size, val_size, num_classes, classes: facts for the run's summary
+    skipped: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    default_model: str
+    default_model_args: dict  # used only with the default model
+    defaults: dict  # config values the task starts from, under recipes and overrides
+    monitor: str  # the validation metric that picks the best checkpoint
+    metric_columns: list[str]  # of metrics.csv
+    scores: list[tuple[str, str]]  # (label, summary.json key): the headline numbers of compare
+    # Config keys that mean nothing for this task, with why: setting one is an error, not a silent no-op.
+    foreign_keys: dict[str, str]
+    prepare: Callable[[Config], Prepared]
+    evaluate: Callable[[Checkpoint, str, list[str]], dict]
+    describe_eval: Callable[[dict], str]  # the one line `vislab eval` prints
+    predict: Callable[[Any, Path, Path | None, int], list[str]]  # (predictor, target, out, topk) -> lines
+    report: Callable[[Path, Any], Path]
+    export_inputs: Callable[[Checkpoint, int], torch.Tensor]  # real images as model input, for checks
+    any_input_size: bool  # the model takes any height and width (exports keep them dynamic)
+
+
+def eval_config(meta: ModelMeta, overrides: list[str] | None) -> Config:
+    """The config a checkpoint is evaluated with: its run's, with `key=value` overrides (other data)."""
+    config = build_config(merge(meta.config, parse_overrides(overrides or [])))
+    if dataset_task(config.data) != meta.task:
+        raise VislabError(
+            f"{config.data} is a {dataset_task(config.data)} dataset; this is a {meta.task} model"
+        )
+    return config
+
+
+def batch_seed(seed: int, rank: int, epoch: int, batch_idx: int) -> int:
+    """Every training batch's randomness (augmentation, MixUp, dropout) derives from where it stands in
+    the run alone, so a resumed run draws exactly the numbers the uninterrupted run drew."""
+    return hash((seed, rank, epoch, batch_idx)) & 0x7FFF_FFFF_FFFF
+
+
+def wants_channels_last(config: Config, model: nn.Module) -> bool:
+    """`trainer.channels_last`, or when unset: for models built from 2-D convolutions, where the
+    channels-last layout is faster on CPUs (oneDNN) and on GPUs with tensor cores alike."""
+    if config.trainer.channels_last is not None:
+        return config.trainer.channels_last
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def build_model(config: Config, num_classes: int, channels: int, size: int) -> tuple[nn.Module, Config]:
+    """The configured network in its memory layout (and compiled when asked), and the config with the
+    layout decided."""
+    finetune = config.finetune
+    model = create_model(
+        config.model,
+        num_classes,
+        channels,
+        size,
+        config.pretrained,
+        config.weights,
+        finetune.head_hidden,
+        finetune.head_dropout,
+        **config.model_args,
+    )
+    channels_last = wants_channels_last(config, model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.trainer.compile:
+        model.compile()  # in place, so checkpoints keep the plain parameter names
+    trainer = config.trainer.model_copy(update={"channels_last": channels_last})
+    return model, config.model_copy(update={"trainer": trainer})
+
+
+class TaskModule(L.LightningModule):
+    """A model, its config and its metadata; optimizers with discriminative learning rates for the
+    backbone; the metadata saved into every checkpoint."""
+
+    def __init__(self, model: nn.Module, config: Config, meta: ModelMeta):
+        super().__init__()
+        self.model, self.config, self.meta = model, config, meta
+
+    def model_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        if self.config.trainer.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def seed_batch(self, batch_idx: int) -> None:
+        torch.manual_seed(batch_seed(self.config.seed, self.global_rank, self.current_epoch, batch_idx))
+
+    def parameter_groups(self) -> list[dict]:
+        """Backbone and head as two groups when fine-tuning with discriminative learning rates."""
+        finetune, lr = self.config.finetune, self.config.optim.lr
+        scale = finetune.backbone_lr_scale
+        if scale is None:
+            scale = 0.1 if finetune.mode == "two_stage" else 1.0
+        backbone = backbone_of(self.model)
+        if scale == 1.0 or backbone is None:
+            return [{"params": list(self.model.parameters()), "lr": lr}]
+        inside = set(backbone.parameters())
+        return [
+            {"params": list(backbone.parameters()), "lr": lr * scale},
+            {"params": [p for p in self.model.parameters() if p not in inside], "lr": lr},
+        ]
+
+    def configure_optimizers(self):
+        return optimizers_for(self, self.parameter_groups())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["vislab"] = self.meta.to_dict()

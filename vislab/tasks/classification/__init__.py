@@ -1,0 +1,39 @@
+"""Image classification: one label per image."""
+
+from vislab.tasks.base import Task
+from vislab.tasks.classification.evaluate import describe_eval, evaluate, export_inputs
+from vislab.tasks.classification.module import prepare_classification
+from vislab.tasks.classification.predict import predict_command
+from vislab.tasks.classification.report import build_report
+
+CLASSIFICATION = Task(
+    name="classification",
+    default_model="small_cnn",
+    default_model_args={},
+    defaults={},
+    monitor="val_top1",
+    metric_columns=[
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "lr",
+        "epoch_time_s",
+    ],
+    scores=[
+        ("best top-1", "best_val_top1"),
+        ("best top-5", "best_val_top5"),
+        ("final top-1", "final_val_top1"),
+        ("final top-5", "final_val_top5"),
+    ],
+    foreign_keys={"segmentation": "it configures segmentation"},
+    prepare=prepare_classification,
+    evaluate=evaluate,
+    describe_eval=describe_eval,
+    predict=predict_command,
+    report=build_report,
+    export_inputs=export_inputs,
+    any_input_size=False,
+)

@@ -1,0 +1,61 @@
+"""`vislab predict` for classifiers: top-k classes for images, from a checkpoint or an exported ONNX file
+alone (classes, normalisation and input size travel inside both)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+
+from vislab.data.images import image_files, normalise, read_image
+from vislab.errors import VislabError
+from vislab.export import Predictor
+
+OUTPUT_FORMATS = (".csv", ".json")
+
+
+def predict(predictor: Predictor, target: str | Path, topk: int = 5, batch_size: int = 64) -> list[dict]:
+    """One row per image: the file and its top-k classes with probabilities."""
+    meta = predictor.meta
+    k = max(1, min(topk, len(meta.classes)))
+    files = image_files(Path(target))
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(files), batch_size):
+            chunk = files[start : start + batch_size]
+            images = torch.stack([read_image(f, meta.channels, meta.image_size) for f in chunk])
+            top = predictor(normalise(images, meta.mean, meta.std)).softmax(1).topk(k, dim=1)
+            for file, p, i in zip(chunk, top.values.tolist(), top.indices.tolist()):
+                rows.append(
+                    {"file": str(file), "top": [{"class": meta.classes[c], "prob": q} for c, q in zip(i, p)]}
+                )
+    return rows
+
+
+def write_predictions(rows: list[dict], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".json":
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+        return
+    k = len(rows[0]["top"])
+    with open(out, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["file", *(f"{kind}{n}" for n in range(1, k + 1) for kind in ("class", "prob"))])
+        for row in rows:
+            writer.writerow(
+                [row["file"], *(v for t in row["top"] for v in (t["class"], round(t["prob"], 6)))]
+            )
+
+
+def predict_command(predictor: Predictor, target: Path, out: Path | None, topk: int) -> list[str]:
+    """`vislab predict`: the lines it prints, with the rows also written to `out` (.csv or .json)."""
+    if out is not None and out.suffix not in OUTPUT_FORMATS:
+        raise VislabError(f"--out must end in {' or '.join(OUTPUT_FORMATS)}, not '{out.suffix or out.name}'")
+    rows = predict(predictor, target, topk)
+    if out is not None:
+        write_predictions(rows, out)
+    return [
+        row["file"] + " " + "  ".join(f"{t['class']} {t['prob']:.3f}" for t in row["top"]) for row in rows
+    ]

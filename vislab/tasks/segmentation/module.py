@@ -1,0 +1,159 @@
+"""Semantic segmentation as a LightningModule: per-pixel losses that skip the ignore index, joint image/mask
+augmentation on the device, and mIoU, pixel accuracy and mean class accuracy from torchmetrics on whole
+validation images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from vislab.checkpoint import ModelMeta
+from vislab.config import Config
+from vislab.data import load_dataset, with_augment_defaults, with_normalisation
+from vislab.data.images import read_image
+from vislab.data.seg_augment import SegmentationAugment
+from vislab.data.seg_module import SegmentationDataModule
+from vislab.data.segmentation import SegSplits, colour_mask, read_mask
+from vislab.tasks.base import Prepared, TaskModule, build_model
+from vislab.tasks.segmentation.losses import class_weights, segmentation_loss
+
+STRIDE = 32  # every model's total downsampling divides this: inputs are padded to a multiple of it
+
+
+def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollection:
+    kwargs = {"num_classes": num_classes, "ignore_index": ignore_index}
+    return MetricCollection(
+        {
+            "miou": MulticlassJaccardIndex(average="macro", **kwargs),
+            "pixel_acc": MulticlassAccuracy(average="micro", **kwargs),
+            "mean_acc": MulticlassAccuracy(average="macro", **kwargs),
+        }
+    )
+
+
+def padded_logits(model, inputs: torch.Tensor) -> torch.Tensor:
+    """Logits for whole images of any size: padded to the stride (with zeros, the mean colour once
+    normalised), predicted, cropped back. `model` is a network or an exported model's runner."""
+    height, width = inputs.shape[-2:]
+    pad_h, pad_w = -height % STRIDE, -width % STRIDE
+    logits = model(F.pad(inputs, (0, pad_w, 0, pad_h)))
+    return logits[..., :height, :width]
+
+
+class SegmentationModule(TaskModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Config,
+        meta: ModelMeta,
+        augment: SegmentationAugment,
+        augment_on_device: bool,
+        weights: torch.Tensor | None = None,
+    ):
+        super().__init__(model, config, meta)
+        self.augment, self.augment_on_device = augment, augment_on_device
+        self.register_buffer("loss_weights", weights, persistent=False)
+        self.val_metrics = segmentation_metrics(len(meta.classes), meta.ignore_index)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images of any size to logits."""
+        return padded_logits(self.model, self.model_inputs(self.augment.normalize(images)))
+
+    def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        seg = self.config.segmentation
+        return segmentation_loss(logits, masks, seg, self.loss_weights, self.config.label_smoothing)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        self.seed_batch(batch_idx)
+        images, masks = batch
+        if self.augment_on_device:
+            inputs, masks = self.augment(images, masks)
+        else:  # streamed crops, augmented per image by the DataLoader workers
+            inputs, masks = self.augment.normalize(images), masks.long()
+        loss = self.loss(self.model(self.model_inputs(inputs)), masks)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, masks = batch
+        masks = masks.long()
+        logits = self(images)
+        if batch_idx == 0:  # a few predictions for TensorBoard
+            self.examples = (images[:4].cpu(), masks[:4].cpu(), logits[:4].argmax(1).cpu())
+        self.val_metrics.update(logits, masks)
+        self.log("val_loss", self.loss(logits, masks), on_epoch=True, prog_bar=True, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict({f"val_{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True)
+        self.val_metrics.reset()
+        if isinstance(self.logger, TensorBoardLogger) and not self.trainer.sanity_checking:
+            self.logger.experiment.add_image(
+                "val/image_truth_prediction", self.example_grid(), self.current_epoch
+            )
+
+    def example_grid(self) -> torch.Tensor:
+        """Rows of image | ground truth | prediction, coloured with the dataset's palette, as (3, H, W)."""
+        images, masks, predicted = self.examples
+        palette, ignore = self.meta.palette, self.meta.ignore_index
+        rows = []
+        for image, mask, guess in zip(images, masks, predicted):
+            truth = colour_mask(mask.clamp(0, 255).to(torch.uint8).numpy(), palette, ignore)
+            guess = colour_mask(guess.to(torch.uint8).numpy(), palette)
+            rows.append(np.concatenate([image.permute(1, 2, 0).numpy(), truth, guess], axis=1))
+        return torch.from_numpy(np.concatenate(rows, axis=0)).permute(2, 0, 1)
+
+
+def train_masks(splits: SegSplits) -> list[torch.Tensor]:
+    if splits.train.in_memory:
+        return list(splits.train.masks)
+    return [torch.from_numpy(read_mask(m)) for m in splits.train.mask_files]
+
+
+def prepare_segmentation(config: Config) -> Prepared:
+    """The image/mask pairs, the model with its on-device augmentation, and the checkpoint metadata."""
+    splits = load_dataset(config, config.image_size)
+    size, ignore = splits.image_size, splits.ignore_index
+    files = splits.train.image_files
+    sample = torch.stack([read_image(p, 3, size) for p in files[:: max(1, len(files) // 64)]])
+    seg = config.segmentation.model_copy(update={"ignore_index": ignore})
+    config = with_augment_defaults(config).model_copy(update={"image_size": size, "segmentation": seg})
+    config = with_normalisation(config, sample if config.mean is None or config.std is None else None, 3)
+    num_classes = len(splits.classes)
+    model, config = build_model(config, num_classes, 3, size)
+    weights = class_weights(train_masks(splits), num_classes, ignore) if seg.class_weights else None
+    meta = ModelMeta(
+        "segmentation",
+        splits.classes,
+        3,
+        size,
+        config.mean,
+        config.std,
+        config.model,
+        config.model_args,
+        palette=[list(c) for c in splits.palette],
+        ignore_index=ignore,
+        config=config.model_dump(mode="json"),
+    )
+    augment = SegmentationAugment(
+        config.mean,
+        config.std,
+        ignore,
+        seg.crop_size,
+        seg.scale_range,
+        config.augment.hflip,
+        config.augment.color_jitter,
+    )
+    info = {
+        "train_size": len(splits.train),
+        "val_size": len(splits.val),
+        "num_classes": num_classes,
+        "classes": splits.classes,
+    }
+    module = SegmentationModule(model, config, meta, augment, splits.train.in_memory, weights)
+    return Prepared(config, module, SegmentationDataModule(splits, config), info)

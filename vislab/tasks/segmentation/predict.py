@@ -1,0 +1,123 @@
+"""Segmentation models at work: masks for new images (`vislab predict`), metrics on whole images of a
+split (`vislab eval`), and the real images an export is checked on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
+
+from vislab.checkpoint import Checkpoint, ModelMeta
+from vislab.data import load_dataset
+from vislab.data.images import image_files, normalise, open_image, resize_shorter, to_tensor
+from vislab.data.segmentation import colour_mask, overlay, read_mask
+from vislab.errors import VislabError
+from vislab.export import Predictor
+from vislab.runs import run_dir_of, write_eval
+from vislab.tasks.base import eval_config
+from vislab.tasks.segmentation.module import STRIDE, padded_logits, segmentation_metrics
+
+
+def model_input(image: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """A uint8 (3, H, W) image as the model sees it in validation: shorter side at `image_size`,
+    normalised."""
+    return normalise(resize_shorter(image, meta.image_size)[None], meta.mean, meta.std)
+
+
+def predict_labels(model, meta: ModelMeta, image: torch.Tensor) -> np.ndarray:
+    """Class indices at the image's own size."""
+    height, width = image.shape[-2:]
+    with torch.inference_mode():
+        logits = padded_logits(model, model_input(image, meta))
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    return logits.argmax(1)[0].numpy().astype(np.uint8)
+
+
+def segment(predictor: Predictor, target: str | Path, out: Path | None = None) -> Path:
+    """Writes <stem>_labels.png (class indices), <stem>_colour.png and <stem>_overlay.png per image."""
+    meta = predictor.meta
+    out = out or run_dir_of(predictor.path) / "predictions"
+    out.mkdir(parents=True, exist_ok=True)
+    for file in image_files(Path(target)):
+        image = to_tensor(open_image(file, 3))
+        labels = predict_labels(predictor, meta, image)
+        colours = colour_mask(labels, meta.palette)
+        Image.fromarray(labels).save(out / f"{file.stem}_labels.png")
+        Image.fromarray(colours).save(out / f"{file.stem}_colour.png")
+        Image.fromarray(overlay(image.permute(1, 2, 0).numpy(), colours)).save(
+            out / f"{file.stem}_overlay.png"
+        )
+    return out
+
+
+def predict_command(predictor: Predictor, target: Path, out: Path | None, topk: int) -> list[str]:
+    return [f"wrote label, colour and overlay masks to {segment(predictor, target, out)}"]
+
+
+def load_eval_split(checkpoint: Checkpoint, split: str, overrides: list[str] | None = None):
+    """The (config, split) a checkpoint is evaluated on: its run's data unless overridden; the files only,
+    since evaluation reads every image at its own size."""
+    config = eval_config(checkpoint.meta, overrides).model_copy(update={"in_memory": False})
+    splits = load_dataset(config, checkpoint.meta.image_size)
+    if splits.classes != checkpoint.meta.classes:
+        raise VislabError(
+            f"{config.data} has classes {splits.classes[:5]}... but {checkpoint.path} was trained on "
+            f"{checkpoint.meta.classes[:5]}..."
+        )
+    data = splits.split(split)
+    if data is None:
+        raise VislabError(f"{config.data} has no {split} split")
+    return config, data
+
+
+def evaluate(checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None) -> dict:
+    """mIoU, per-class IoU, pixel and mean class accuracy and the confusion matrix on whole images at
+    their own size; writes eval_<split>.json and confusion_<split>.csv into the run folder."""
+    meta = checkpoint.meta
+    config, data = load_eval_split(checkpoint, split, overrides)
+    model = checkpoint.model()
+    classes, ignore = meta.classes, meta.ignore_index
+    metrics = segmentation_metrics(len(classes), ignore)
+    per_class = MulticlassJaccardIndex(len(classes), ignore_index=ignore, average="none")
+    confusion = MulticlassConfusionMatrix(len(classes), ignore_index=ignore)
+    for image_path, mask_path in zip(data.image_files, data.mask_files):
+        image = to_tensor(open_image(image_path, 3))
+        labels = torch.from_numpy(predict_labels(model, meta, image).astype(np.int64))
+        truth = torch.from_numpy(read_mask(mask_path).astype(np.int64))
+        for metric in (metrics, per_class, confusion):
+            metric.update(labels[None], truth[None])
+    scores = metrics.compute()
+    result = {
+        "checkpoint": str(checkpoint.path),
+        "model": meta.model,
+        "data": config.data,
+        "split": split,
+        "images": len(data),
+        **{k: round(float(v), 6) for k, v in scores.items()},
+        "per_class_iou": {c: round(float(v), 6) for c, v in zip(classes, per_class.compute())},
+        "classes": classes,
+        "confusion_matrix": confusion.compute().tolist(),
+    }
+    write_eval(checkpoint.run_dir, split, result)
+    return result
+
+
+def describe_eval(result: dict) -> str:
+    return (
+        f"{result['split']}: mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_acc']:.4f}  "
+        f"mean class accuracy {result['mean_acc']:.4f}  ({result['images']} images)"
+    )
+
+
+def export_inputs(checkpoint: Checkpoint, count: int) -> torch.Tensor:
+    """Up to `count` validation images as model input, cropped to the first one's size rounded down to
+    the stride (an exported model takes multiples of it): what an export is checked on."""
+    _, data = load_eval_split(checkpoint, "val")
+    images = [model_input(to_tensor(open_image(p, 3)), checkpoint.meta) for p in data.image_files[:count]]
+    height = min(i.shape[-2] for i in images) // STRIDE * STRIDE
+    width = min(i.shape[-1] for i in images) // STRIDE * STRIDE
+    return torch.cat([i[..., :height, :width] for i in images])
