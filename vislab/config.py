@@ -125,7 +125,7 @@ class Config(Section):
     mean: list[float] | None = None  # per-channel normalisation; default: computed on the train split
     std: list[float] | None = None
 
-    model: str | None = None  # None: the task's default (small_cnn; segmentation: resunet width 16)
+    model: str | None = None  # None: the task's (small_cnn; segmentation: deep_unet, width 16, 4 levels)
     model_args: dict[str, Any] = Field(default_factory=dict)  # keyword options of the model constructor
     pretrained: bool = False  # ImageNet weights for timm models (hub, or an installed weights package)
     weights: str | None = (

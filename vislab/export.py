@@ -51,20 +51,21 @@ def export_onnx(model: nn.Module, example: torch.Tensor, meta: ModelMeta, path: 
     import onnx
 
     dims = {0: torch.export.Dim("batch", min=1)}
-    if any_size:
-        dims |= {
-            2: 32 * torch.export.Dim("rows", min=1, max=256),
-            3: 32 * torch.export.Dim("cols", min=1, max=256),
-        }
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
-        program = torch.onnx.export(
-            model,
-            (example,),
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_shapes=(dims,),
-            dynamo=True,
-        )
+    if any_size:  # the exporter works out which sizes the network takes (multiples of its stride)
+        dims |= {2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its passes
+            program = torch.onnx.export(
+                model,
+                (example,),
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_shapes=(dims,),
+                dynamo=True,
+            )
+    except Exception as error:  # the exporter raises many types; the user needs the model named
+        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise VislabError(f"PyTorch's ONNX exporter cannot export {meta.model}: {first}") from None
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta.preprocessing())

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vislab.data.augment import color_jitter
+from vislab.data.segmentation import whole_crop
 
 
 def crop_grid(
@@ -32,7 +33,8 @@ def crop_grid(
         # which places the image at a random position inside it.
         slack = extent * scale - out_extent
         lo, hi = torch.minimum(slack, torch.zeros_like(slack)), torch.maximum(slack, torch.zeros_like(slack))
-        return lo + torch.rand(batch, 1, 1, device=device) * (hi - lo)
+        # Whole pixels, so that at scale 1 every output pixel is an input pixel, as in a plain crop.
+        return (lo + torch.rand(batch, 1, 1, device=device) * (hi - lo)).round()
 
     top, left = offsets(height, out_h), offsets(width, out_w)
     cols = torch.arange(out_w, device=device, dtype=torch.float32).view(1, 1, out_w)
@@ -45,7 +47,8 @@ def crop_grid(
 
 
 class SegmentationAugment(nn.Module):
-    """uint8 (B, 3, H, W) images and (B, H, W) masks in; normalised float crops and int64 masks out."""
+    """uint8 (B, 3, H, W) images and (B, H, W) masks in; normalised float crops and int64 masks out. Crops
+    are `crop_size` squares, or without one the whole image cut to a multiple of the stride."""
 
     def __init__(
         self,
@@ -68,7 +71,8 @@ class SegmentationAugment(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = tuple(images.shape[-2:])
-        out = (self.crop_size, self.crop_size) if self.crop_size else size
+        whole = tuple(whole_crop(side) for side in size)
+        out = (self.crop_size, self.crop_size) if self.crop_size else whole
         floats = images.float() / 255
         if self.jitter:
             floats = color_jitter(floats, self.jitter)

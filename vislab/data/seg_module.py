@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 
 from vislab.config import Config
 from vislab.data.module import TensorPairs, seeded_loader
-from vislab.data.segmentation import SegSplit, SegSplits, read_pair
+from vislab.data.segmentation import SegSplit, SegSplits, read_pair, whole_crop
 
 
 class SegmentationFiles(Dataset):
@@ -43,7 +43,7 @@ def train_transform(config: Config) -> T.Transform:
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: seg.ignore_index}
     steps = [
         T.RandomResize(low, high + 1, antialias=True),
-        T.RandomCrop(seg.crop_size or size, pad_if_needed=True, fill=fill),
+        T.RandomCrop(seg.crop_size or whole_crop(size), pad_if_needed=True, fill=fill),
     ]
     if config.augment.hflip:
         steps.append(T.RandomHorizontalFlip())

@@ -19,6 +19,10 @@ from vislab.data.registry import SEGFOLDER_PREFIX, DatasetEntry, LoadRequest, re
 from vislab.data.splits import fits_in_memory
 from vislab.errors import VislabError
 
+STRIDE = 32  # every segmentation network's total downsampling divides this: inputs are cut or padded to it
+# Flips (colour jitter cost mIoU in short CamVid runs); rescaling and crops are segmentation.* keys.
+SEGMENTATION_AUGMENT = dict(hflip=True, color_jitter=0.0)
+
 VOC_CLASSES = [
     "background",
     "aeroplane",
@@ -157,6 +161,11 @@ def check_split(split: SegSplit, num_classes: int, ignore_index: int) -> None:
                 zip(split.image_files, split.mask_files),
             )
         )
+
+
+def whole_crop(side: int) -> int:
+    """The largest multiple of the stride that fits in `side` (at least one stride)."""
+    return max(STRIDE, side // STRIDE * STRIDE)
 
 
 def read_pair(
@@ -338,6 +347,7 @@ register_dataset(
         load_voc2012,
         lambda d: (voc_root(d) / "ImageSets" / "Segmentation").is_dir(),
         "PASCAL VOC 2012 segmentation, 21 classes (downloads 2 GB)",
+        SEGMENTATION_AUGMENT,
     )
 )
 register_dataset(
@@ -347,5 +357,6 @@ register_dataset(
         load_segfolder,
         lambda _: True,
         f"{SEGFOLDER_PREFIX}PATH: {{train,val}}/{{images,masks}} with classes.txt (and dataset.yaml)",
+        SEGMENTATION_AUGMENT,
     )
 )

@@ -9,7 +9,7 @@ ONLY_CLASSIFICATION = "it applies to classification only"
 
 SEGMENTATION = Task(
     name="segmentation",
-    default_model="resunet",
+    default_model="deep_unet",
     default_model_args={"width": 16, "levels": 4},
     # Small pixel datasets (CamVid: 367 images) need many small steps, and Adam-type optimizers
     # train U-Nets from scratch far faster than SGD (measured: docs/benchmarks.md).

@@ -18,11 +18,9 @@ from vislab.data import load_dataset, with_augment_defaults, with_normalisation
 from vislab.data.images import read_image
 from vislab.data.seg_augment import SegmentationAugment
 from vislab.data.seg_module import SegmentationDataModule
-from vislab.data.segmentation import SegSplits, colour_mask, read_mask
+from vislab.data.segmentation import STRIDE, SegSplits, colour_mask, read_mask
 from vislab.tasks.base import Prepared, TaskModule, build_model
 from vislab.tasks.segmentation.losses import class_weights, segmentation_loss
-
-STRIDE = 32  # every model's total downsampling divides this: inputs are padded to a multiple of it
 
 
 def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollection:

@@ -14,12 +14,12 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJac
 from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.data import load_dataset
 from vislab.data.images import image_files, normalise, open_image, resize_shorter, to_tensor
-from vislab.data.segmentation import colour_mask, overlay, read_mask
+from vislab.data.segmentation import STRIDE, colour_mask, overlay, read_mask
 from vislab.errors import VislabError
 from vislab.export import Predictor
 from vislab.runs import run_dir_of, write_eval
 from vislab.tasks.base import eval_config
-from vislab.tasks.segmentation.module import STRIDE, padded_logits, segmentation_metrics
+from vislab.tasks.segmentation.module import padded_logits, segmentation_metrics
 
 
 def model_input(image: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
