@@ -3,7 +3,8 @@ to 128x96 and held in memory as tensors, a width-16 four-level U-Net, random hor
 batch 8; validation mIoU (classes absent from truth and prediction do not count) after every epoch.
 Run: python benchmarks/camvid_plain_unet.py CAMVID_DIR [--epochs 6]"""
 
-import argparse, time  # noqa: E401
+import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,24 @@ CLASSES, IGNORE, SIZE = 11, 11, (128, 96)
 def load(split):
     files = sorted((args.root / split / "images").glob("*.jpg"))
     images = [np.asarray(Image.open(f).convert("RGB").resize(SIZE, Image.BILINEAR)) for f in files]
-    masks = [np.asarray(Image.open(args.root / split / "masks" / f"{f.stem}.png").resize(SIZE, Image.NEAREST)) for f in files]
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(np.stack(masks)).long()
+    masks = [
+        np.asarray(Image.open(args.root / split / "masks" / f"{f.stem}.png").resize(SIZE, Image.NEAREST))
+        for f in files
+    ]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(
+        np.stack(masks)
+    ).long()
 
 
 def block(i, o):
-    return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(i, o, 3, padding=1),
+        nn.BatchNorm2d(o),
+        nn.ReLU(),
+        nn.Conv2d(o, o, 3, padding=1),
+        nn.BatchNorm2d(o),
+        nn.ReLU(),
+    )
 
 
 class UNet(nn.Module):
@@ -70,8 +83,13 @@ for epoch in range(args.epochs):
         for batch in torch.arange(len(val_x)).split(16):
             predicted, truth = model((val_x[batch] - mean) / std).argmax(1), val_y[batch]
             valid = truth != IGNORE
-            confusion += torch.bincount(truth[valid] * CLASSES + predicted[valid], minlength=CLASSES**2).view(CLASSES, CLASSES)
+            confusion += torch.bincount(truth[valid] * CLASSES + predicted[valid], minlength=CLASSES**2).view(
+                CLASSES, CLASSES
+            )
     union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
     miou = (confusion.diag()[union > 0] / union[union > 0]).mean().item()
-    print(f"epoch {epoch}: loss {loss.item():.3f} val mIoU {miou:.4f} ({time.perf_counter() - start:.1f}s)", flush=True)
+    print(
+        f"epoch {epoch}: loss {loss.item():.3f} val mIoU {miou:.4f} ({time.perf_counter() - start:.1f}s)",
+        flush=True,
+    )
 print(f"RESULT miou={miou:.4f} seconds={time.perf_counter() - start:.1f}")

@@ -73,12 +73,13 @@ class SegmentationConfig(Section):
     loss: Literal["ce", "focal", "dice", "ce_dice"] = "ce"
     focal_gamma: float = 2.0
     focal_alpha: float | None = None  # weight of the focal term; None = 1
-    class_weights: bool = False  # weight the loss by inverse label frequency on the train masks
+    # Weight the loss by median-frequency balancing of the train masks (SegNet's choice for CamVid): rare
+    # classes count, and mIoU rose from 0.30 to 0.38 on CamVid in 6 epochs (docs/benchmarks.md).
+    class_weights: bool = True
     crop_size: int | None = None  # square training crops (padded with ignore); None: whole images
-    scale_range: tuple[float, float] = (
-        0.5,
-        2.0,
-    )  # random rescaling (of the `image_size` image) before cropping
+    # Random rescaling (of the `image_size` image) before cropping. Off by default: it cost mIoU in short
+    # runs (CamVid, 6 epochs: 0.37 without, 0.23 with [0.5, 2.0]); long schedules usually take [0.5, 2.0].
+    scale_range: tuple[float, float] = (1.0, 1.0)
     freeze_encoder_after: int | None = None  # optimizer steps after which the encoder is frozen (two-stage)
     sbd: bool = False  # voc2012: add the Semantic Boundaries Dataset's images to train (VOC "train_aug")
 
