@@ -49,6 +49,7 @@ def test_each_task_brings_its_defaults_under_what_the_user_sets():
     assert load_config(None, ["data=voc2012", "batch_size=4"]).batch_size == 4
     # The default model's options do not follow another model.
     assert load_config(None, ["data=voc2012", "model=fcn8s"]).model_args == {}
+    assert load_config(None, ["data=voc2012", "model_args={width: 8}"]).model_args == {"width": 8}
     assert load_config().batch_size == 128 and load_config().optim.name == "sgd"
 
 

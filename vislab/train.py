@@ -20,7 +20,7 @@ from vislab.config import Config, merge, read_yaml, save_config
 from vislab.errors import VislabError
 from vislab.models import count_parameters
 from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
-from vislab.tasks import get_task, resolve_config
+from vislab.tasks import get_task, report, resolve_config
 from vislab.tasks.finetune import BackboneFreeze, FreezeEncoderAfter
 
 RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how DDP worker processes find the folder that rank 0 created
@@ -169,7 +169,7 @@ def train(config: Config, resume: Path | None = None) -> Path:
         summary = summarize(epoch_log.rows, epoch_log.columns, stopping.monitor, stopping.mode, extra)
         write_json(run_dir / "summary.json", summary)
         if config.report:
-            task.report(run_dir, None)
+            report(run_dir)
     return run_dir
 
 

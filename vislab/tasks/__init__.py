@@ -30,9 +30,9 @@ def get_task(name: str) -> Task:
 def infer_task(values: dict[str, Any]) -> Task:
     """The task that the data and the model imply; a model for one task on data for the other, or a
     `task=` that contradicts them, is an error that says so."""
-    data = values.get("data", Config.model_fields["data"].default)
+    data = str(values.get("data", Config.model_fields["data"].default))
     from_data = dataset_task(data)
-    model = values.get("model")
+    model = None if values.get("model") is None else str(values["model"])
     if model is not None and model_task(model) != from_data:
         raise VislabError(
             f"{data} is {from_data} data but {model} is a {model_task(model)} model: "
@@ -66,8 +66,8 @@ def resolve_config(values: dict[str, Any]) -> Config:
     """A config from nested values: the task inferred, its defaults under the given values, its default
     model when none is given, and every key checked to apply to it."""
     task = infer_task(values)
-    if values.get("model") is None:
-        values = merge(values, {"model": task.default_model, "model_args": task.default_model_args})
+    if values.get("model") is None:  # the default model, with its options unless the user gave some
+        values = merge({"model_args": task.default_model_args}, values) | {"model": task.default_model}
     values = merge(merge(task.defaults, values), {"task": task.name})
     config = build_config(values)
     if config.early_stopping.monitor is None:
@@ -101,11 +101,9 @@ def predict(source: str | Path, target: str | Path, out: Path | None = None, top
 
 
 def report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise VislabError(f"{run_dir} is not a vislab run (no config.yaml)")
-    task = get_task(read_yaml(run_dir / "config.yaml").get("task", "classification"))
-    return task.report(run_dir, options or ReportOptions())
+    """Writes a run's report (report.html, report.md, PNGs) into RUN/report/ and returns report.html."""
+    checkpoint = load_checkpoint(run_dir)
+    return get_task(checkpoint.meta.task).report(checkpoint, options or ReportOptions())
 
 
 def export(

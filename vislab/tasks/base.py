@@ -46,7 +46,7 @@ class Task:
     evaluate: Callable[[Checkpoint, str, list[str]], dict]
     describe_eval: Callable[[dict], str]  # the one line `vislab eval` prints
     predict: Callable[[Any, Path, Path | None, int], list[str]]  # (predictor, target, out, topk) -> lines
-    report: Callable[[Path, Any], Path]
+    report: Callable[[Checkpoint, Any], Path]  # (checkpoint of a finished run, ReportOptions) -> report.html
     export_inputs: Callable[[Checkpoint, int], torch.Tensor]  # real images as model input, for checks
     any_input_size: bool  # the model takes any height and width (exports keep them dynamic)
 

@@ -13,7 +13,7 @@ from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 from torchmetrics.classification import MulticlassCalibrationError
 
-from vislab.checkpoint import load_checkpoint
+from vislab.checkpoint import Checkpoint
 from vislab.errors import VislabError
 from vislab.reports import plots
 from vislab.reports.cam import grad_cam, overlay
@@ -32,13 +32,12 @@ def model_input(data: EvalData, images: list[np.ndarray]) -> torch.Tensor:
     return data.model_input(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2))
 
 
-def build_report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
-    """Writes the report of a run and returns the path of report.html."""
-    options = options or ReportOptions()
-    run_dir = Path(run_dir)
+def build_report(checkpoint: Checkpoint, options: ReportOptions) -> Path:
+    """Writes the report of a finished run (the run of `checkpoint`) and returns the path of report.html."""
+    run_dir = checkpoint.run_dir
     if not (run_dir / "metrics.csv").is_file():
         raise VislabError(f"{run_dir} is not a finished vislab run (no metrics.csv)")
-    data = load_eval_data(load_checkpoint(run_dir), options.split)
+    data = load_eval_data(checkpoint, options.split)
     model = data.checkpoint.model()
     classes = data.meta.classes
     out = run_dir / "report"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vislab.checkpoint import load_checkpoint
+from vislab.checkpoint import Checkpoint
 from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import colour_mask, overlay, read_mask
 from vislab.errors import VislabError
@@ -24,13 +24,11 @@ SEGMENTATION_SCORES = [
 ]
 
 
-def build_report(run_dir: Path, options: ReportOptions | None = None, examples: int = 4) -> Path:
-    """Writes the report of a segmentation run and returns the path of report.html."""
-    options = options or ReportOptions()
-    split = options.split
+def build_report(checkpoint: Checkpoint, options: ReportOptions, examples: int = 4) -> Path:
+    """Writes the report of a finished segmentation run and returns the path of report.html."""
+    run_dir, split = checkpoint.run_dir, options.split
     if not (run_dir / "metrics.csv").is_file():
         raise VislabError(f"{run_dir} is not a finished vislab run (no metrics.csv)")
-    checkpoint = load_checkpoint(run_dir)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     progress(f"evaluating the {split} split on whole images")
@@ -80,7 +78,7 @@ def build_report(run_dir: Path, options: ReportOptions | None = None, examples: 
     return out / "report.html"
 
 
-def overlay_section(checkpoint, split: str, examples: int, out: Path) -> Section:
+def overlay_section(checkpoint: Checkpoint, split: str, examples: int, out: Path) -> Section:
     model, meta = checkpoint.model(), checkpoint.meta
     _, data = load_eval_split(checkpoint, split)
     images, titles = [], []
