@@ -28,7 +28,6 @@ class Predictor:
     path: Path
     meta: ModelMeta
     run: Callable[[torch.Tensor], torch.Tensor]
-    checkpoint: Checkpoint | None = None  # None for an exported file
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.run(inputs)
@@ -41,8 +40,7 @@ def load_predictor(source: str | Path) -> Predictor:
         meta, run = onnx_runner(path)
         return Predictor(path, meta, lambda inputs: torch.from_numpy(run(inputs)))
     checkpoint = load_checkpoint(path)
-    model = checkpoint.model()
-    return Predictor(checkpoint.path, checkpoint.meta, model, checkpoint)
+    return Predictor(checkpoint.path, checkpoint.meta, checkpoint.model())
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, meta: ModelMeta, path: Path, any_size: bool) -> None:
