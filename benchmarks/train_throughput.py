@@ -74,16 +74,19 @@ def limit_images_per_s(device: str, batch: int, steps: int) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def plain_images_per_s(root: Path, device: str, batch: int, workers: int, warmup: int) -> float:
+def plain_images_per_s(
+    root: Path, device: str, batch: int, workers: int, warmup: int, seed_aug: bool
+) -> float:
     transform = T.Compose(
         [
             T.ToImage(),
             T.RandomCrop(32, padding=4),
             T.RandomHorizontalFlip(),
-            T.RandAugment(2, 9),
+            *([T.RandAugment(2, 9)] if seed_aug else []),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(CIFAR_MEAN, CIFAR_STD),
-            T.RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1, 1), value=0),  # Cutout(16) on 32x32
+            # Cutout(16) on 32x32
+            *([T.RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1, 1), value=0)] if seed_aug else []),
         ]
     )
     loader = DataLoader(
@@ -108,7 +111,10 @@ def plain_images_per_s(root: Path, device: str, batch: int, workers: int, warmup
     return seen / (time.perf_counter() - start)
 
 
-def vislab_images_per_s(root: Path, device: str, batch: int, epochs: int, runs: Path) -> float:
+def vislab_images_per_s(
+    root: Path, device: str, batch: int, epochs: int, runs: Path, seed_aug: bool
+) -> float:
+    augment = ["augment.randaugment_n=2", "augment.randaugment_m=9", "augment.cutout=16"] if seed_aug else []
     code = vislab_main(
         [
             "train",
@@ -119,9 +125,7 @@ def vislab_images_per_s(root: Path, device: str, batch: int, epochs: int, runs: 
             f"runs_dir={runs}",
             "name=bench",
             "val_fraction=0.02",
-            "augment.randaugment_n=2",
-            "augment.randaugment_m=9",
-            "augment.cutout=16",
+            *augment,
             "trainer.progress_bar=false",
             "trainer.precision=32-true",
             f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
@@ -141,6 +145,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
+    parser.add_argument(
+        "--augment",
+        choices=["seed", "default"],
+        default="seed",
+        help="seed: the seed recipe's crop+flip+RandAugment(2,9)+Cutout(16); default: vislab's crop+flip",
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
 
@@ -149,8 +159,9 @@ def main() -> None:
         steps = (args.epochs - 1) * 10 * args.per_class // args.batch  # as many as vislab's timed epochs
         # The limit is measured before and after the others and averaged, to cancel drift in machine speed.
         before = limit_images_per_s(args.device, args.batch, steps)
-        plain = plain_images_per_s(root, args.device, args.batch, args.workers, warmup=5)
-        ours = vislab_images_per_s(root, args.device, args.batch, args.epochs, Path(tmp) / "runs")
+        seed_aug = args.augment == "seed"
+        plain = plain_images_per_s(root, args.device, args.batch, args.workers, 5, seed_aug)
+        ours = vislab_images_per_s(root, args.device, args.batch, args.epochs, Path(tmp) / "runs", seed_aug)
         limit = (before + limit_images_per_s(args.device, args.batch, steps)) / 2
     device = (
         torch.cuda.get_device_name()
@@ -163,6 +174,7 @@ def main() -> None:
         "python": platform.python_version(),
         "train_images": 10 * args.per_class,
         "batch": args.batch,
+        "augment": args.augment,
         "images_per_s": {"limit": round(limit), "vislab": round(ours), "plain": round(plain)},
         "vislab_vs_limit": round(ours / limit, 3),
         "vislab_vs_plain": round(ours / plain, 2),
