@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJac
 from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.data import load_dataset
 from vislab.data.images import image_files, normalise, open_image, resize_shorter, to_tensor
-from vislab.data.segmentation import STRIDE, colour_mask, overlay, read_mask
+from vislab.data.segmentation import STRIDE, SegSplit, colour_mask, overlay, read_mask
 from vislab.errors import VislabError
 from vislab.export import Predictor
 from vislab.runs import run_dir_of, write_eval
@@ -77,9 +77,13 @@ def load_eval_split(checkpoint: Checkpoint, split: str, overrides: list[str] | N
 def evaluate(checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None) -> dict:
     """mIoU, per-class IoU, pixel and mean class accuracy and the confusion matrix on whole images at
     their own size; writes eval_<split>.json and confusion_<split>.csv into the run folder."""
-    meta = checkpoint.meta
     config, data = load_eval_split(checkpoint, split, overrides)
-    model = checkpoint.model()
+    return score_split(checkpoint, checkpoint.model(), config.data, data, split)
+
+
+def score_split(checkpoint: Checkpoint, model, data_name: str, data: SegSplit, split: str) -> dict:
+    """`evaluate` on a split already loaded, with the checkpoint's model already built."""
+    meta = checkpoint.meta
     classes, ignore = meta.classes, meta.ignore_index
     metrics = segmentation_metrics(len(classes), ignore)
     per_class = MulticlassJaccardIndex(len(classes), ignore_index=ignore, average="none")
@@ -94,7 +98,7 @@ def evaluate(checkpoint: Checkpoint, split: str = "val", overrides: list[str] | 
     result = {
         "checkpoint": str(checkpoint.path),
         "model": meta.model,
-        "data": config.data,
+        "data": data_name,
         "split": split,
         "images": len(data),
         **{k: round(float(v), 6) for k, v in scores.items()},

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vislab.checkpoint import Checkpoint
+from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.data.images import open_image, to_tensor
-from vislab.data.segmentation import colour_mask, overlay, read_mask
+from vislab.data.segmentation import SegSplit, colour_mask, overlay, read_mask
 from vislab.errors import VislabError
 from vislab.reports import plots
 from vislab.reports.document import ReportOptions, Section, Table, progress, write_html, write_markdown
 from vislab.reports.plots import save
 from vislab.runs import read_metrics
-from vislab.tasks.segmentation.predict import evaluate, load_eval_split, predict_labels
+from vislab.tasks.segmentation.predict import load_eval_split, predict_labels, score_split
 
 SEGMENTATION_SCORES = [
     ("val_miou", "val mIoU"),
@@ -32,7 +32,9 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions, examples: int =
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
     progress(f"evaluating the {split} split on whole images")
-    result = evaluate(checkpoint, split)
+    config, data = load_eval_split(checkpoint, split)
+    model = checkpoint.model()
+    result = score_split(checkpoint, model, config.data, data, split)
     classes = result["classes"]
     rows = [
         ["model", result["model"]],
@@ -70,7 +72,7 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions, examples: int =
             [save(plots.confusion_matrices(confusion, classes), out / "confusion.png")],
         )
     )
-    sections.append(overlay_section(checkpoint, split, examples, out))
+    sections.append(overlay_section(model, checkpoint.meta, data, examples, out))
     title = f"vislab report: {run_dir.name} ({split})"
     write_html(out / "report.html", title, sections)
     write_markdown(out / "report.md", title, sections)
@@ -78,9 +80,7 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions, examples: int =
     return out / "report.html"
 
 
-def overlay_section(checkpoint: Checkpoint, split: str, examples: int, out: Path) -> Section:
-    model, meta = checkpoint.model(), checkpoint.meta
-    _, data = load_eval_split(checkpoint, split)
+def overlay_section(model, meta: ModelMeta, data: SegSplit, examples: int, out: Path) -> Section:
     images, titles = [], []
     step = max(1, len(data) // examples)  # spread over the split: neighbouring video frames look alike
     for image_path, mask_path in list(zip(data.image_files, data.mask_files))[::step][:examples]:
