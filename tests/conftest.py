@@ -47,6 +47,18 @@ def copy_classes(source: Path, target: Path, per_class: int, classes: int | None
     return target
 
 
+def small_copy(camvid, target, train: int, val: int):
+    """The first `train` and `val` CamVid pairs in the segfolder layout."""
+    for split, count in (("train", train), ("val", val)):
+        for kind in ("images", "masks"):
+            (target / split / kind).mkdir(parents=True)
+        for image in sorted((camvid / split / "images").iterdir())[:count]:
+            shutil.copy(image, target / split / "images")
+            shutil.copy(camvid / split / "masks" / f"{image.stem}.png", target / split / "masks")
+    shutil.copy(camvid / "classes.txt", target)
+    return target
+
+
 def extract_archive(name: str, target: Path) -> Path:
     """Unpacks a whole archive from ../shared/data into `target` (skipping the test where it is absent)."""
     with tarfile.open(shared_archive(name)) as tar:

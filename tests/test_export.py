@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from vislab.cli import main
 from vislab.models import create_model
@@ -41,6 +42,29 @@ def test_torchscript_export_carries_its_preprocessing(cli, run):
     meta = json.loads(extra["vislab.json"])
     assert meta["classes"][0] == "airplane" and meta["image_size"] == 32 and len(meta["mean"]) == 3
     assert module(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
+
+
+def test_safetensors_export_predicts_like_the_checkpoint_and_seeds_a_new_run(cli, run, cifar_jpgs, tmp_path):
+    result = cli("export", run, "--format", "safetensors")
+    assert result.code == 0, result.err
+    assert float(result.out.rsplit(":", 1)[1]) == 0.0
+    exported = run / "export" / "model.safetensors"
+    with safe_open(str(exported), framework="pt") as file:  # plain tensors and JSON text, nothing to run
+        assert json.loads(file.metadata()["vislab"])["classes"][0] == "airplane"
+        assert file.keys() and not any(k.startswith("model.") for k in file.keys())  # the model's own names
+    images = cifar_jpgs / "test" / "ship"
+    assert cli("predict", exported, images, "--out", tmp_path / "st.json").code == 0
+    assert cli("predict", run, images, "--out", tmp_path / "ckpt.json").code == 0
+    from_st, from_ckpt = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("st", "ckpt"))
+    assert [r["top"] for r in from_st] == [r["top"] for r in from_ckpt]
+    evaluated = cli("eval", exported, "--split", "test")
+    assert evaluated.code == 0 and "(500 images)" in evaluated.out
+    # weights= takes it as the starting point of another run (fine-tuning on the same classes)
+    runs = tmp_path / "runs"
+    args = [f"data=folder:{cifar_jpgs}", "model=resnet8", "epochs=1", f"runs_dir={runs}", "name=again"]
+    assert cli("train", *args, f"weights={exported}", "optim.lr=0", *QUIET).code == 0
+    start = json.loads((runs / "again" / "summary.json").read_text())["final_val_top1"]
+    assert start == pytest.approx(json.loads((run / "summary.json").read_text())["final_val_top1"], abs=0.02)
 
 
 def test_export_to_an_unknown_format_is_a_clear_error(cli, run):

@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from vislab.models import create_model
 from vislab.tasks.segmentation.losses import class_weights, dice_loss, focal_loss, segmentation_loss
 from vislab.tasks.segmentation.module import segmentation_metrics
 
-from conftest import QUIET
+from conftest import QUIET, small_copy
 
 CAMVID_IGNORE = 11
 
@@ -27,17 +26,6 @@ def train_on(data) -> list[str]:
         f"segmentation.ignore_index={CAMVID_IGNORE}",
         "model=resunet",
     ]
-
-
-def small_copy(camvid, target, train: int, val: int):
-    for split, count in (("train", train), ("val", val)):
-        for kind in ("images", "masks"):
-            (target / split / kind).mkdir(parents=True)
-        for image in sorted((camvid / split / "images").iterdir())[:count]:
-            shutil.copy(image, target / split / "images")
-            shutil.copy(camvid / split / "masks" / f"{image.stem}.png", target / split / "masks")
-    shutil.copy(camvid / "classes.txt", target)
-    return target
 
 
 def test_miou_matches_a_hand_computed_value_with_ignore_pixels_excluded(camvid):

@@ -11,14 +11,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_segmentation import small_copy
 
 from vislab.checkpoint import load_checkpoint
 from vislab.data.seg_augment import SegmentationAugment
 from vislab.errors import VislabError
 from vislab.tasks import load_config
 
-from conftest import QUIET, run_subprocess
+from conftest import QUIET, run_subprocess, small_copy
 
 
 @pytest.mark.parametrize(

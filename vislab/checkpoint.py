@@ -4,6 +4,8 @@ typed record of what a model needs besides its weights (`ModelMeta`)."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
 import pickle
 import zipfile
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import safetensors
+import safetensors.torch
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
@@ -99,18 +103,26 @@ class Checkpoint:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Saves to a temporary file beside the target and renames it into place, so a run killed while
-    saving leaves the previous checkpoint intact instead of half a file."""
+    """Saves to a temporary file beside the target, flushed to disk, and renames it into place, so a run
+    killed while saving leaves the previous checkpoint intact instead of half a file. The checkpoint is
+    serialised in memory first: a full disk then fails as an OSError that says so, not as torch's
+    "unexpected pos" from deep inside its zip writer."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         temporary = path.with_name(f".{path.name}.tmp")
-        with open(temporary, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        try:
+            with open(temporary, "wb") as file:
+                file.write(buffer.getbuffer())
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise OSError(error.errno, error.strerror, str(path)) from None
 
     def load_checkpoint(self, path, map_location=None, weights_only=True) -> dict[str, Any]:
         return read_checkpoint(Path(path))
@@ -144,7 +156,40 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(run_or_checkpoint: str | Path, prefer: str = "best") -> Checkpoint:
-    """A run's (or a file's) checkpoint with its typed metadata, read once."""
+    """A run's (or a file's) checkpoint with its typed metadata, read once; `.safetensors` exports too."""
     path = find_checkpoint(run_or_checkpoint, prefer)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     raw = read_checkpoint(path)
     return Checkpoint(path, ModelMeta.from_dict(raw["vislab"], path), raw["state_dict"])
+
+
+def save_safetensors(model: nn.Module, meta: ModelMeta, path: Path) -> None:
+    """The model's weights and its metadata (as JSON text) in safetensors, a format that holds tensors and
+    strings only, so that loading it cannot run code, whoever made the file."""
+    tensors = {name: tensor.detach().clone().contiguous() for name, tensor in model.state_dict().items()}
+    safetensors.torch.save_file(tensors, str(path), metadata={"vislab": json.dumps(meta.to_dict())})
+
+
+def load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata, or an error naming the file."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}, file.metadata() or {}
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else "unreadable"
+        raise VislabError(f"{path} is not a readable safetensors file ({reason})") from None
+
+
+def read_safetensors(path: Path) -> Checkpoint:
+    tensors, metadata = load_safetensors(path)
+    if "vislab" not in metadata:
+        raise VislabError(
+            f"{path} has no vislab metadata: write it with `vislab export --format safetensors`"
+        )
+    try:
+        values = json.loads(metadata["vislab"])
+    except json.JSONDecodeError:
+        raise VislabError(f"{path} has malformed vislab metadata") from None
+    state = {f"model.{name}": tensor for name, tensor in tensors.items()}  # as in a Lightning checkpoint
+    return Checkpoint(path, ModelMeta.from_dict(values, path), state)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from vislab.errors import VislabError
+from vislab.errors import RunStopped, VislabError, describe_os_error
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     export = commands.add_parser(
-        "export", help="export a run's model to ONNX or TorchScript, checked on real images"
+        "export", help="export a run's model to ONNX, TorchScript or safetensors, checked on real images"
     )
     export.add_argument("run", metavar="RUN_OR_CKPT")
-    export.add_argument("--format", default="onnx", help="onnx or torchscript")
+    export.add_argument(
+        "--format", default="onnx", help="onnx, torchscript, or safetensors (weights that cannot carry code)"
+    )
     export.add_argument("--out", type=Path, help="output file (default: RUN/export/model.onnx)")
 
     commands.add_parser("recipes", help="list the recipes that reproduce the seed experiments")
@@ -186,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     except VislabError as error:
         print(f"vislab: error: {error}", file=sys.stderr)
         return 2
+    except RunStopped as stop:
+        print(f"vislab: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except OSError as error:  # the machine's, not the input's: a full disk, a refused write
+        print(f"vislab: error: {describe_os_error(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vislab: interrupted", file=sys.stderr)
         return 130

@@ -139,6 +139,9 @@ class Config(Section):
     name: str | None = None  # run name; default: <data>-<model>-<n>
     runs_dir: str = "runs"
     report: bool = True  # write runs/<name>/report/ when training ends (vislab report RUN writes it later)
+    # A resumable checkpoint every this many minutes within long epochs (0 = only at epoch ends): what a
+    # machine that vanishes without a signal (kill -9, power loss) can lose at most.
+    checkpoint_every_min: float = Field(5.0, ge=0)
 
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -179,7 +182,7 @@ def parse_overrides(words: list[str]) -> dict[str, Any]:
     for word in words:
         key, sep, text = word.partition("=")
         if not sep or not key:
-            raise VislabError(f"override '{word}' is not of the form key=value")
+            raise VislabError(f"override {word!r} is not of the form key=value")
         try:
             value = yaml.safe_load(text) if text else None
         except yaml.YAMLError:
@@ -189,7 +192,7 @@ def parse_overrides(words: list[str]) -> dict[str, Any]:
         for part in parents:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
-                raise VislabError(f"override '{word}' conflicts with another override of '{part}'")
+                raise VislabError(f"override {word!r} conflicts with another override of {part!r}")
         target[leaf] = value
     return nested
 

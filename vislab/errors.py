@@ -1,4 +1,4 @@
-"""The one exception type for mistakes a user can fix; the CLI prints it as one line and exits 2."""
+"""What the CLI turns into one line: mistakes a user can fix (exit 2), and runs that stopped early."""
 
 import difflib
 from collections.abc import Iterable
@@ -10,7 +10,22 @@ class VislabError(Exception):
 
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> VislabError:
     """An error for an unknown name that suggests the closest known ones."""
-    choices = sorted(choices)
+    choices, name = sorted(choices), str(name)  # a YAML value may be a number or a list
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"choose from {', '.join(choices)}"
-    return VislabError(f"unknown {kind} '{name}': {hint}")
+    return VislabError(f"unknown {kind} {name!r}: {hint}")
+
+
+class RunStopped(Exception):
+    """Training stopped before its end (a signal, a non-finite loss, a failed write) with its run folder
+    kept and resumable; the CLI prints the message as one line and exits with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def describe_os_error(error: OSError) -> str:
+    """'runs/a/checkpoints/.last.ckpt.tmp: No space left on device', not a traceback."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason

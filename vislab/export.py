@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vislab.checkpoint import Checkpoint, ModelMeta, load_checkpoint
+from vislab.checkpoint import Checkpoint, ModelMeta, load_checkpoint, save_safetensors
 from vislab.errors import VislabError, unknown_name
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 METADATA_KEY = "vislab"  # ONNX metadata_props key / TorchScript extra file holding the preprocessing
 
 
@@ -111,6 +111,9 @@ def export_model(
         if fmt == "onnx":
             export_onnx(model, inputs[:2], checkpoint.meta, path, any_size)
             exported = onnx_runner(path)[1](inputs)
+        elif fmt == "safetensors":
+            save_safetensors(model, checkpoint.meta, path)
+            exported = load_checkpoint(path).model()(inputs).numpy()
         else:
             export_torchscript(model, inputs[:2], checkpoint.meta, path)
             exported = torch.jit.load(str(path))(inputs).numpy()

@@ -60,3 +60,22 @@ def optimizers_for(module, params) -> dict | list:
     total = int(trainer.estimated_stepping_batches)
     scheduler = create_scheduler(optimizer, config.sched, total, max(1, total // trainer.max_epochs))
     return [optimizer] if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")  # what torch's schedules keep in each parameter group
+
+
+def rescale_learning_rates(trainer, factor: float) -> None:
+    """Scales every learning rate of a restored optimizer and its schedule by `factor`: how a run resumed
+    with a new `optim.lr` (after its loss diverged, say) goes on along the same schedule, scaled."""
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            for key in LR_KEYS:
+                if key in group:
+                    group[key] *= factor
+    for config in trainer.lr_scheduler_configs:
+        schedules = [config.scheduler, *getattr(config.scheduler, "_schedulers", [])]  # SequentialLR's parts
+        for schedule in schedules:
+            for name in ("base_lrs", "_last_lr"):
+                if hasattr(schedule, name):
+                    setattr(schedule, name, [lr * factor for lr in getattr(schedule, name)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import platform
 import re
@@ -48,10 +49,13 @@ class EpochLog(L.Callback):
         self.path, self.columns = path, columns
         self.rows: list[dict] = []
         self.epoch_start = self.fit_start = self.val_start = self.val_time = 0.0
+        self.resumed = {"wall_s": 0.0, "epoch_s": 0.0}  # the clocks of the checkpoint a run resumed from
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        # Wall time accumulates across resumes: this session starts where the checkpoint's clock stopped.
-        self.fit_start = time.perf_counter() - (self.rows[-1]["wall_time_s"] if self.rows else 0.0)
+    # Times accumulate across resumes: this session's clocks start where the checkpoint's stopped (an epoch
+    # resumed mid-way gets no on_train_epoch_start, so its clock is set here too).
+    def on_train_start(self, trainer, pl_module) -> None:
+        now = time.perf_counter()
+        self.fit_start, self.epoch_start = now - self.resumed["wall_s"], now - self.resumed["epoch_s"]
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.epoch_start, self.val_time = time.perf_counter(), 0.0
@@ -81,16 +85,19 @@ class EpochLog(L.Callback):
             self.write()
 
     def write(self) -> None:
-        with open(self.path, "w", newline="") as file:
-            writer = csv.DictWriter(file, self.columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, self.columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomically(self.path, text.getvalue())
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows}
+        now = time.perf_counter()
+        return {"rows": self.rows, "wall_s": now - self.fit_start, "epoch_s": now - self.epoch_start}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict["rows"])
+        self.resumed = {key: state_dict.get(key, 0.0) for key in self.resumed}
 
 
 def summarize(rows: list[dict], columns: list[str], monitor: str, mode: str, extra: dict) -> dict:
@@ -162,7 +169,16 @@ def environment() -> dict:
     }
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Writes a temporary file and renames it into place: readers see the old file or the new, never half."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomically(path, json.dumps(data, indent=2) + "\n")

@@ -17,8 +17,9 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from vislab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vislab.config import Config, merge, read_yaml, save_config
-from vislab.errors import VislabError
+from vislab.errors import RunStopped, VislabError, describe_os_error
 from vislab.models import count_parameters
+from vislab.resilience import RunGuard
 from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
 from vislab.tasks import get_task, report, resolve_config
 from vislab.tasks.finetune import BackboneFreeze, FreezeEncoderAfter
@@ -44,20 +45,28 @@ def resolve_precision(config: Config) -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog) -> L.Trainer:
+def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog, guard: RunGuard) -> L.Trainer:
     t = config.trainer
     stopping = config.early_stopping
     callbacks: list[L.Callback] = [
         epoch_log,
+        guard,
         # Saved at the end of each training epoch, after validation and the metrics row, so that the
         # checkpoint holds the whole epoch: weights, optimizer, schedule, early-stopping and metrics history.
+        # Two callbacks, best first: last.ckpt then records the best score that best.ckpt already holds.
+        # (ModelCheckpoint's own save_last skips epochs that set no new best since Lightning 2.6.)
         ModelCheckpoint(
             run_dir / "checkpoints",
             filename="best",
             monitor=stopping.monitor,
             mode=stopping.mode,
-            save_last=True,
             save_top_k=1,
+            save_on_train_epoch_end=True,
+            enable_version_counter=False,
+        ),
+        ModelCheckpoint(
+            run_dir / "checkpoints",
+            filename="last",
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         ),
@@ -149,15 +158,27 @@ def train(config: Config, resume: Path | None = None) -> Path:
     config = prepared.config
     created = resume is None and not is_worker_process()
     run_dir = resume if resume is not None else open_run_dir(config, prepared.skipped)
+    if resume is not None and not is_worker_process():
+        save_config(config, run_dir / "config.yaml")  # with the overrides it was resumed with
     epoch_log = EpochLog(run_dir / "metrics.csv", task.metric_columns)
+    guard = RunGuard(run_dir, config.checkpoint_every_min)
+    last = run_dir / "checkpoints" / "last.ckpt"
     try:
-        trainer = build_trainer(config, run_dir, epoch_log)
-        last = run_dir / "checkpoints" / "last.ckpt" if resume else None
-        trainer.fit(prepared.module, datamodule=prepared.datamodule, ckpt_path=last, weights_only=True)
+        trainer = build_trainer(config, run_dir, epoch_log, guard)
+        ckpt_path = last if resume else None
+        trainer.fit(prepared.module, datamodule=prepared.datamodule, ckpt_path=ckpt_path, weights_only=True)
     except VislabError:
-        if created:  # a run that failed on bad input leaves nothing behind
+        if created and not last.is_file():  # a run that failed on bad input before it saved anything
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    except OSError as error:  # disk full, quota, a write refused: what was saved before stays intact
+        kept = f"{last} is intact" if last.is_file() else "no checkpoint had been saved yet"
+        raise RunStopped(
+            f"training stopped: {describe_os_error(error)}; {kept}; make room, then continue with: "
+            f"vislab train --resume {run_dir}",
+            exit_code=1,
+        ) from None
+    guard.stop_if_signalled(trainer)
     if trainer.is_global_zero:
         extra = {
             "params": count_parameters(prepared.module.model),

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from vislab.data.images import is_image_file, read_images
+from vislab.data.images import is_image_file, opened, read_images
 from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Split, Splits, fits_in_memory, stratified_split
 from vislab.errors import VislabError
@@ -50,13 +48,11 @@ def check_headers(files: list[Path], skip_bad: bool) -> list[bool]:
 
     def readable(path: Path) -> bool:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                Image.open(path).close()
-            return True
-        except OSError as error:
+            with opened(path):
+                return True
+        except VislabError:
             if not skip_bad:
-                raise VislabError(f"cannot read image {path}: {error}") from None
+                raise
             return False
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -64,13 +60,8 @@ def check_headers(files: list[Path], skip_bad: bool) -> list[bool]:
 
 
 def native_size(first_file: Path) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            with Image.open(first_file) as image:
-                side = min(image.size)
-        except OSError as error:
-            raise VislabError(f"cannot read image {first_file}: {error}") from None
+    with opened(first_file) as image:
+        side = min(image.size)
     return side if side <= 256 else LARGE_IMAGE_DEFAULT_SIZE
 
 

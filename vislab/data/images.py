@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from vislab.errors import VislabError
 
@@ -32,23 +34,38 @@ def image_files(target: Path) -> list[Path]:
     return files
 
 
+@contextmanager
+def opened(path: Path, kind: str = "image") -> Iterator[Image.Image]:
+    """`Image.open` for files from anywhere: every way a file can be unreadable (missing, empty, truncated,
+    not an image whatever its extension says, malformed in a way PIL trips over) becomes one error naming
+    it, and images over PIL's pixel limit (decompression bombs) are refused before they are decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. palette transparency: the conversions below are intended
+            with Image.open(path) as image:  # reads the header only
+                if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError
+                yield image
+    except VislabError:
+        raise
+    except FileNotFoundError:
+        raise VislabError(f"{kind} not found: {path}") from None
+    except Image.DecompressionBombError:
+        limit = f"over {Image.MAX_IMAGE_PIXELS:,} pixels"
+        raise VislabError(f"{kind} {path} has {limit}: refused as a possible decompression bomb") from None
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error) for bad bytes
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise VislabError(f"cannot read {kind} {path}: {reason}") from None
+
+
 def open_image(path: Path, channels: int) -> Image.Image:
     """Opens and fully decodes an image as RGB (3 channels) or grayscale (1), whatever its mode:
     palette, RGBA, CMYK, 16-bit and grayscale files all convert."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # PIL warns about palette transparency; the conversion is intended
-            with Image.open(path) as image:
-                image.load()
-                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                    image = composite_on_white(image)
-                return image.convert("L" if channels == 1 else "RGB")
-    except FileNotFoundError:
-        raise VislabError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise VislabError(f"cannot read image {path}: {error}") from None
+    with opened(path) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = composite_on_white(image)
+        return image.convert("L" if channels == 1 else "RGB")
 
 
 def composite_on_white(image: Image.Image) -> Image.Image:

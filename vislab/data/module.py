@@ -3,6 +3,7 @@ DataLoader workers for streamed datasets. Augmentation happens after the batch r
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -37,26 +38,92 @@ def keep_batch(batch):
     return batch
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A streamed sample's augmentation seed: a function of where it stands in the run, not of a worker's
+    RNG state, so a resumed run transforms every image exactly as the uninterrupted one did."""
+    return hash((seed, epoch, index)) & 0x7FFF_FFFF_FFFF
+
+
+class ResumableSampler(DistributedSampler):
+    """A seeded DistributedSampler (with one process, a plain seeded shuffle) whose order is a function of
+    (seed, epoch) alone. It asks `position` for (epoch, samples already trained on in it) each time
+    iteration starts, because Lightning builds the loader before it restores a checkpoint and, with
+    DataLoader workers, starts iterating before it calls set_epoch. An epoch resumed mid-way starts after
+    the samples already trained on, while the length stays the whole epoch's, as Lightning's count of
+    batches expects. With `keyed`, it yields (epoch, index) so that streamed datasets can seed each sample's
+    augmentation."""
+
+    def __init__(self, dataset, world: int, rank: int, shuffle: bool, seed: int, keyed: bool, position):
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+        self.keyed, self.position = keyed, position
+
+    def __iter__(self):
+        epoch, done = self.position()
+        self.set_epoch(epoch)
+        indices = list(super().__iter__())[done:]
+        return iter([(epoch, i) for i in indices] if self.keyed else indices)
+
+
+def training_position(trainer, batch_size: int) -> tuple[int, int]:
+    """The epoch a run is in (Lightning's own count, as it passes to set_epoch) and, for a run resumed from
+    a mid-epoch checkpoint, how many of its samples (on this rank) were already trained on."""
+    if trainer is None:
+        return 0, 0
+    loop = trainer.fit_loop
+    done = loop.epoch_loop.batch_progress.current.processed if loop.epoch_loop.restarting else 0
+    return loop.epoch_progress.current.processed, done * batch_size
+
+
+class DeferredLoader(DataLoader):
+    """A DataLoader that starts iterating when the first batch is asked for, not when `iter()` is called.
+    Lightning calls `iter()` while it sizes the learning-rate schedule, before it restores a checkpoint, and
+    DataLoader workers draw their first sample indices at once: deferred, they draw them from the restored
+    position (`ResumableSampler`)."""
+
+    def __iter__(self):
+        return DeferredIterator(super().__iter__)
+
+
+class DeferredIterator:
+    def __init__(self, start):
+        self.start, self.iterator = start, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.iterator is None:
+            self.iterator = self.start()
+        return next(self.iterator)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM, SIGINT and SIGUSR1 to the main process, which saves a checkpoint
+    and then shuts them down: a signal sent to the whole process group (Ctrl-C, a scheduler) must not kill
+    them mid-batch first."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def seeded_loader(
     dataset: Dataset, batch_size: int, train: bool, trainer, seed: int, workers: int, in_memory: bool
 ) -> DataLoader:
-    """A DataLoader whose order is a function of (seed, epoch) alone: a seeded DistributedSampler
-    (with one process, a plain seeded shuffle), so a resumed run draws the same order as an
-    uninterrupted one."""
+    """A DataLoader whose order is a function of (seed, epoch) alone, so a resumed run, even one resumed
+    mid-epoch, draws the same batches as an uninterrupted one."""
     world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
     sampler = None
-    if train or world > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed)
-        # Lightning prefetches a resumed run's first batch before it calls set_epoch: set it here.
-        sampler.set_epoch(trainer.current_epoch if trainer else 0)
+    if train or world > 1 or not in_memory:
+        position = (lambda: training_position(trainer, batch_size)) if train else (lambda: (0, 0))
+        sampler = ResumableSampler(dataset, world, rank, train, seed, not in_memory, position)
     workers = 0 if in_memory else workers
-    return DataLoader(
+    return DeferredLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         drop_last=train and len(dataset) >= batch_size * world,
         num_workers=workers,
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals if workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
         collate_fn=keep_batch if in_memory else None,
     )
@@ -67,18 +134,26 @@ class ImageFiles(Dataset):
     resizes and centre-crops exactly as `read_image` does for in-memory data, predict and export."""
 
     def __init__(
-        self, files: list[Path], labels: torch.Tensor, channels: int, size: int, transform: T.Transform | None
+        self,
+        files: list[Path],
+        labels: torch.Tensor,
+        channels: int,
+        size: int,
+        transform: T.Transform | None,
+        seed: int = 0,
     ):
         self.files, self.labels, self.channels = files, labels, channels
-        self.size, self.transform = size, transform
+        self.size, self.transform, self.seed = size, transform, seed
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key  # from ResumableSampler
         image = open_image(self.files[index], self.channels)
         if self.transform is None:
             return to_tensor(resize_center_crop(image, self.size)), self.labels[index]
+        torch.manual_seed(sample_seed(self.seed, epoch, index))  # a worker process's own generator
         return self.transform(to_tensor(image)), self.labels[index]
 
 
@@ -103,7 +178,7 @@ class ImageDataModule(L.LightningDataModule):
             return TensorPairs(split.images, split.labels)
         size = self.splits.image_size
         transform = stream_transform(size, self.augment) if train else None
-        return ImageFiles(split.files, split.labels, self.splits.channels, size, transform)
+        return ImageFiles(split.files, split.labels, self.splits.channels, size, transform, self.seed)
 
     def loader(self, split: Split, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)

@@ -8,29 +8,31 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torchvision.transforms.v2 as T
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from vislab.config import Config
-from vislab.data.module import TensorPairs, seeded_loader
+from vislab.data.images import opened
+from vislab.data.module import TensorPairs, sample_seed, seeded_loader
 from vislab.data.segmentation import SegSplit, SegSplits, read_pair, whole_crop
 
 
 class SegmentationFiles(Dataset):
     """Streamed pairs: training crops from `transform`, or whole images at the validation size."""
 
-    def __init__(self, split: SegSplit, size: int, transform: T.Transform | None):
-        self.split, self.size, self.transform = split, size, transform
+    def __init__(self, split: SegSplit, size: int, transform: T.Transform | None, seed: int):
+        self.split, self.size, self.transform, self.seed = split, size, transform, seed
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key  # from ResumableSampler
         image, mask = read_pair(self.split.image_files[index], self.split.mask_files[index], self.size)
         mask = mask.long()
         if self.transform is None:
             return image, mask
+        torch.manual_seed(sample_seed(self.seed, epoch, index))  # a worker process's own generator
         image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
@@ -56,7 +58,7 @@ def train_transform(config: Config) -> T.Transform:
 def same_size(split: SegSplit) -> bool:
     sizes = set()
     for path in split.image_files:
-        with Image.open(path) as image:
+        with opened(path) as image:
             sizes.add(image.size)
     return len(sizes) == 1
 
@@ -72,7 +74,8 @@ class SegmentationDataModule(L.LightningDataModule):
             dataset = TensorPairs(split.images, split.masks)
             batch = config.batch_size
         else:
-            dataset = SegmentationFiles(split, config.image_size, train_transform(config) if train else None)
+            transform = train_transform(config) if train else None
+            dataset = SegmentationFiles(split, config.image_size, transform, config.seed)
             # Whole validation images of different sizes cannot share a batch.
             batch = config.batch_size if train or same_size(split) else 1
         return seeded_loader(

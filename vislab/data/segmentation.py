@@ -4,7 +4,6 @@ training starts, so a bad file stops the run with its name instead of failing mi
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from vislab.data.images import IMAGE_EXTENSIONS, open_image, resize_shorter, to_tensor
+from vislab.data.images import IMAGE_EXTENSIONS, open_image, opened, resize_shorter, to_tensor
 from vislab.data.registry import SEGFOLDER_PREFIX, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import fits_in_memory
 from vislab.errors import VislabError
@@ -108,17 +107,10 @@ def read_mask(path: Path) -> np.ndarray:
     """A label mask as an (H, W) uint8 array of class indices (palette PNGs hold the indices themselves)."""
     if not path.is_file():
         raise VislabError(f"mask not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as mask:
-                if mask.mode not in ("P", "L", "I", "I;16"):
-                    raise VislabError(
-                        f"{path} is a {mask.mode} image, not a label mask (palette or grayscale PNG)"
-                    )
-                return np.asarray(mask, dtype=np.uint8 if mask.mode in ("P", "L") else np.int32)
-    except (OSError, SyntaxError) as error:
-        raise VislabError(f"cannot read mask {path}: {error}") from None
+    with opened(path, "mask") as mask:
+        if mask.mode not in ("P", "L", "I", "I;16"):
+            raise VislabError(f"{path} is a {mask.mode} image, not a label mask (palette or grayscale PNG)")
+        return np.asarray(mask, dtype=np.uint8 if mask.mode in ("P", "L") else np.int32)
 
 
 def check_mask(
@@ -145,11 +137,8 @@ def check_mask(
 def check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_index: int) -> None:
     """Checks a pair from the image's header and the mask, without decoding the image."""
     mask = read_mask(mask_path)
-    try:
-        with Image.open(image_path) as image:
-            size = image.size
-    except OSError as error:
-        raise VislabError(f"cannot read image {image_path}: {error}") from None
+    with opened(image_path) as image:
+        size = image.size
     check_mask(mask, mask_path, image_path, size, num_classes, ignore_index)
 
 
@@ -207,11 +196,8 @@ def into_memory(split: SegSplit, size: int, num_classes: int, ignore_index: int)
 def finish(splits: SegSplits, request: LoadRequest) -> SegSplits:
     """Fixes the training size (the first image's shorter side unless given), and decodes both splits into
     memory when they fit (4 GiB), else leaves them to stream; every pair is checked before training."""
-    try:
-        with Image.open(splits.train.image_files[0]) as first:
-            width, height = first.size
-    except OSError as error:
-        raise VislabError(f"cannot read image {splits.train.image_files[0]}: {error}") from None
+    with opened(splits.train.image_files[0]) as first:
+        width, height = first.size
     size = request.image_size or min(width, height)
     in_memory = request.in_memory
     if in_memory is None:

@@ -52,10 +52,15 @@ def load_weights(model: nn.Module, path: Path) -> None:
     keys fit; tensors whose shape differs, such as a head for other classes, keep their fresh values."""
     if not path.is_file():
         raise VislabError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch.load raises many types for files that are not safe weight files
-        raise VislabError(f"{path} is not a weights file that loads with weights_only=True") from None
+    if path.suffix == ".safetensors":
+        from vislab.checkpoint import load_safetensors  # checkpoint.py builds models: import when used
+
+        state = load_safetensors(path)[0]
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # torch.load raises many types for files that are not safe weight files
+            raise VislabError(f"{path} is not a weights file that loads with weights_only=True") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else {}
     state = {k.removeprefix("model."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
     backbone = backbone_of(model)

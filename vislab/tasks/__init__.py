@@ -22,7 +22,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, SEGMENTAT
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         raise unknown_name("task", name, TASKS)
     return TASKS[name]
 

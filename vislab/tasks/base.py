@@ -11,13 +11,14 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MeanMetric, Metric
 
 from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.config import Config, build_config, merge, parse_overrides
 from vislab.data import dataset_task
 from vislab.errors import VislabError
 from vislab.models import backbone_of, create_model
-from vislab.optim import optimizers_for
+from vislab.optim import optimizers_for, rescale_learning_rates
 
 
 @dataclass
@@ -106,6 +107,26 @@ class TaskModule(L.LightningModule):
     def __init__(self, model: nn.Module, config: Config, meta: ModelMeta):
         super().__init__()
         self.model, self.config, self.meta = model, config, meta
+        self.train_loss = MeanMetric()
+        self.resumed_lr: float | None = None  # the learning rate the checkpoint resumed from was trained at
+
+    def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        self.train_loss.update(loss.detach(), batch_size)
+        self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+
+    def train_metrics(self) -> list[Metric]:
+        return [m for name, m in self.named_children() if name.startswith("train_") and isinstance(m, Metric)]
+
+    # Training metrics accumulate over the epoch. They are saved in checkpoints, so that a run resumed
+    # mid-epoch reports the same epoch figures as one that never stopped, and reset when an epoch starts
+    # (Lightning calls on_train_epoch_start for a fresh epoch only, not for one resumed mid-way).
+    def setup(self, stage: str) -> None:
+        for metric in self.train_metrics():
+            metric.persistent(True)
+
+    def on_train_epoch_start(self) -> None:
+        for metric in self.train_metrics():
+            metric.reset()
 
     def model_inputs(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.trainer.channels_last:
@@ -135,3 +156,12 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vislab"] = self.meta.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.resumed_lr = checkpoint["vislab"].get("config", {}).get("optim", {}).get("lr")
+
+    def on_train_start(self) -> None:
+        """A run resumed with another `optim.lr` scales its restored optimizer and schedule to it."""
+        lr = self.config.optim.lr
+        if self.resumed_lr and lr != self.resumed_lr:
+            rescale_learning_rates(self.trainer, lr / self.resumed_lr)

@@ -42,6 +42,9 @@ class BackboneFreeze(L.Callback):
         else:
             BaseFinetuning.make_trainable(backbone)
 
+    # Lightning skips on_train_epoch_start for an epoch resumed mid-way: apply the epoch's state at the start.
+    on_train_start = on_train_epoch_start
+
 
 class FreezeEncoderAfter(L.Callback):
     """The segmentation seeds' two-stage training: after `steps` optimizer steps the encoder (weights and

@@ -39,7 +39,7 @@ class ClassificationModule(TaskModule):
         # With MixUp/CutMix the targets are soft; accuracy is against the dominant label of each mix.
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.train_acc(logits, hard)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_train_loss(loss, len(images))
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 

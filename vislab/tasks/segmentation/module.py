@@ -74,7 +74,7 @@ class SegmentationModule(TaskModule):
         else:  # streamed crops, augmented per image by the DataLoader workers
             inputs, masks = self.augment.normalize(images), masks.long()
         loss = self.loss(self.model(self.model_inputs(inputs)), masks)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log_train_loss(loss, len(images))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -1,0 +1,107 @@
+"""What keeps a run's work when training is stopped or goes wrong: a resumable checkpoint, mid-epoch
+included, on SIGTERM, SIGINT and SIGUSR1 (what Slurm sends before preemption) and every few minutes; and a
+clean stop on a non-finite loss, before it reaches the weights."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from vislab.errors import RunStopped
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class RunGuard(L.Callback):
+    """Saves `checkpoints/last.ckpt` after the optimizer step during which a stop signal arrived, or when
+    `every_min` minutes have passed since the last save, and then (for a signal) stops the run. Checkpoints
+    are only taken between optimizer steps, never in the middle of gradient accumulation or validation; a
+    signal during an epoch's last batch or its validation stops the run after the epoch's own checkpoint.
+    In DDP the ranks agree on every decision, so all of them save and stop at the same step."""
+
+    def __init__(self, run_dir: Path, every_min: float):
+        self.run_dir, self.every_s = run_dir, every_min * 60
+        self.last = run_dir / "checkpoints" / "last.ckpt"
+        self.signal: int | None = None
+        self.saved_at = 0.0
+        self.previous_handlers: dict[int, object] = {}
+
+    def notice(self, signum: int, frame) -> None:
+        if self.signal == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once, as users expect
+        self.signal = signum
+        print(f"\nvislab: {signal.Signals(signum).name}: saving a checkpoint, then stopping", file=sys.stderr)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning installs its own SIGTERM handler just before this hook (it stops at the epoch's end,
+        # without a checkpoint); ours replaces it for the time of training.
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self.previous_handlers[signum] = signal.signal(signum, self.notice)
+        self.saved_at = time.monotonic()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
+        self.previous_handlers = {}
+
+    def agreed(self, trainer, pl_module, *flags: bool) -> list[bool]:
+        """Each flag true on any rank (one tiny all-reduce in DDP, nothing with one process)."""
+        if trainer.world_size == 1:
+            return list(flags)
+        votes = torch.tensor([float(f) for f in flags], device=pl_module.device)
+        return [bool(v > 0) for v in trainer.strategy.reduce(votes, reduce_op="sum")]
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        (bad,) = self.agreed(trainer, pl_module, not bool(torch.isfinite(loss).all()))
+        if bad:
+            raise RunStopped(self.non_finite_message(trainer, pl_module, loss), exit_code=1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if not stepped or batch_idx + 1 >= trainer.num_training_batches:
+            return  # mid-accumulation, or the epoch's last batch, whose end saves a checkpoint anyway
+        due = self.every_s > 0 and time.monotonic() - self.saved_at >= self.every_s
+        stop, due = self.agreed(trainer, pl_module, self.signal is not None, due)
+        if stop or due:
+            trainer.save_checkpoint(self.last, weights_only=False)
+            self.saved_at = time.monotonic()
+        if stop:
+            where = f"epoch {trainer.current_epoch}, batch {batch_idx + 1}/{trainer.num_training_batches}"
+            raise self.stopped(where)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Runs before ModelCheckpoint's epoch-end save (Lightning calls checkpoint callbacks last).
+        stop = trainer.strategy.reduce_boolean_decision(self.signal is not None, all=False)
+        trainer.should_stop = trainer.should_stop or stop
+
+    def stopped(self, where: str) -> RunStopped:
+        signum = self.signal or signal.SIGTERM  # a DDP rank that stops because another got the signal
+        return RunStopped(
+            f"stopped by {signal.Signals(signum).name} at {where}; {self.last} holds that point; "
+            f"continue with: vislab train --resume {self.run_dir}",
+            exit_code=128 + signum,
+        )
+
+    def stop_if_signalled(self, trainer) -> None:
+        """After training: a run that stopped at an epoch's end for a signal says so, like one mid-epoch."""
+        if self.signal is not None:
+            raise self.stopped(f"the end of epoch {trainer.current_epoch - 1}")
+
+    def non_finite_message(self, trainer, pl_module, loss: torch.Tensor) -> str:
+        where = f"epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx + 1}"
+        lower = f"optim.lr={pl_module.config.optim.lr / 10:g}"
+        if self.last.is_file():
+            kept = f"{self.last} (the last good checkpoint) is untouched"
+            advice = f"continue with a lower learning rate: vislab train --resume {self.run_dir} {lower}"
+        else:
+            kept = "no checkpoint had been saved yet"
+            advice = f"start again with a lower learning rate, e.g. {lower}"
+        value = loss.item()
+        return f"the training loss became {value} at {where}, before the weights changed; {kept}; {advice}"
