@@ -100,6 +100,11 @@ def build_model(config: Config, num_classes: int, channels: int, size: int) -> t
     return model, config.model_copy(update={"trainer": trainer})
 
 
+RANK_METRICS = (
+    "train_metrics_by_rank"  # in DDP checkpoints: so that a resume mid-epoch is exact on every rank
+)
+
+
 class TaskModule(L.LightningModule):
     """A model, its config and its metadata; optimizers with discriminative learning rates for the
     backbone; the metadata saved into every checkpoint."""
@@ -156,9 +161,18 @@ class TaskModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["vislab"] = self.meta.to_dict()
+        if self.trainer.world_size > 1:  # every rank's running training metrics, not only rank 0's
+            checkpoint[RANK_METRICS] = {
+                key: self.all_gather(value)
+                for key, value in checkpoint["state_dict"].items()
+                if key.startswith("train_")
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.resumed_lr = checkpoint["vislab"].get("config", {}).get("optim", {}).get("lr")
+        by_rank = checkpoint.get(RANK_METRICS, {})
+        if by_rank and all(len(v) == self.trainer.world_size for v in by_rank.values()):
+            checkpoint["state_dict"].update({key: v[self.global_rank] for key, v in by_rank.items()})
 
     def on_train_start(self) -> None:
         """A run resumed with another `optim.lr` scales its restored optimizer and schedule to it."""
