@@ -2,8 +2,9 @@
 was never interrupted.
 
 For each setup (in-memory digits, a streamed image folder, in-memory CamVid segmentation) this trains a
-reference run, then the same run interrupted by SIGKILL at `--kills` random moments (some of them aimed at
-the moment a checkpoint is being written) and by SIGTERM at `--terms` more, resuming after each. After every
+reference run, then the same run interrupted by SIGKILL at `--kills` random moments (a quarter of them aimed
+at the moment a checkpoint is being written) and by SIGTERM at `--terms` moments of training, resuming
+after each. After every
 interruption it checks that the checkpoint on disk loads (none is ever truncated); at the end it compares
 metrics.csv (all but the timing column), summary.json's metrics and the weights of last.ckpt and best.ckpt,
 bit for bit. Checkpoints are taken every few seconds (`checkpoint_every_min`) so that kills land in writes.
@@ -80,19 +81,28 @@ def checkpoint_loads(path: Path) -> bool:
 
 
 def interrupt(runs: Path, name: str, args: list[str], how: str, delay: float) -> dict:
-    """Starts (or resumes) the run, interrupts it, and reports what the interruption hit and left."""
+    """Starts (or resumes) the run and interrupts it. A plain SIGKILL comes `delay` s after the start,
+    whatever the run is doing (start-up included). An aimed SIGKILL comes at the first checkpoint write
+    after `delay` s; a SIGTERM `delay` s after this attempt's first checkpoint, so that it finds training
+    under way. Reports what the interruption hit and whether the checkpoint on disk still loads."""
     run = runs / name
     last = run / "checkpoints" / "last.ckpt"
     if not last.is_file():  # killed before its first checkpoint last time: a user starts it again
         shutil.rmtree(run, ignore_errors=True)
+    before = last.stat().st_mtime_ns if last.is_file() else 0
     process = train(runs, name, args, resume=last.is_file())
-    started, hit = time.monotonic(), "a random moment"
     temporary = run / "checkpoints" / ".last.ckpt.tmp"
+    started, hit = time.monotonic(), "a random moment"
+    if how == "SIGTERM":  # from this attempt's first checkpoint on
+        while process.poll() is None and (not last.is_file() or last.stat().st_mtime_ns == before):
+            time.sleep(0.01)
+        started, hit = time.monotonic(), "training"
     while process.poll() is None and time.monotonic() - started < delay:
-        if how == "SIGKILL during a checkpoint write" and temporary.exists():
-            hit = "checkpoint write"
-            break
         time.sleep(0.001)
+    if how == "SIGKILL in a checkpoint write":
+        while process.poll() is None and not temporary.exists():
+            time.sleep(0.0002)
+        hit = "a checkpoint write"
     if process.poll() is not None:
         return {"how": how, "hit": "run had finished", "code": process.returncode, "checkpoint_ok": True}
     process.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
@@ -129,13 +139,15 @@ def check_setup(label: str, args: list[str], runs: Path, kills: int, terms: int,
     total = time.monotonic() - start
     training = json.loads((runs / "reference" / "summary.json").read_text())["wall_time_s"]
     startup = total - training
-    plan = ["SIGKILL"] * (kills - kills // 4) + ["SIGKILL during a checkpoint write"] * (kills // 4)
+    plan = ["SIGKILL"] * (kills - kills // 4) + ["SIGKILL in a checkpoint write"] * (kills // 4)
     plan += ["SIGTERM"] * terms
     rng.shuffle(plan)
     events = []
     for how in plan:
         # Each attempt runs a random moment past start-up, so the run advances a little between interruptions.
-        delay = rng.uniform(0.5, startup + 2 * training / len(plan))
+        delay = (
+            rng.uniform(0.5, startup + 2 * training / len(plan)) if how == "SIGKILL" else rng.uniform(0, 1.5)
+        )
         event = interrupt(runs, "interrupted", args, how, delay)
         print(
             f"  {label}: {how:<34} after {delay:5.1f}s hit {event['hit']:<17} exit {event['code']}",
@@ -153,7 +165,7 @@ def check_setup(label: str, args: list[str], runs: Path, kills: int, terms: int,
         "args": args,
         "interruptions": len(events),
         "sigkill": sum(e["how"] != "SIGTERM" for e in events),
-        "sigkill_in_checkpoint_write": sum(e["hit"] == "checkpoint write" for e in events),
+        "sigkill_in_checkpoint_write": sum(e["hit"] == "a checkpoint write" for e in events),
         "sigterm": sum(e["how"] == "SIGTERM" for e in events),
         "sigterm_exit_143": sum(e["how"] == "SIGTERM" and e["code"] == 143 for e in events),
         "checkpoints_loadable_after_every_interruption": all(e["checkpoint_ok"] for e in events),
