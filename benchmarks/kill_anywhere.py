@@ -38,19 +38,20 @@ VISLAB = [sys.executable, "-m", "vislab", "train"]
 
 
 def setups(cifar: Path | None, camvid: Path | None) -> dict[str, list[str]]:
-    found = {"in-memory": ["model=resnet8", "epochs=6", "batch_size=8", "augment.mixup=0.2"]}
+    # Long enough (about a minute of training each on 2 CPU cores) to outlast 30 interruptions.
+    found = {"in-memory": ["model=resnet8", "epochs=30", "batch_size=8", "augment.mixup=0.2"]}
     if cifar is not None:
         found["streamed folder"] = [
             f"data=folder:{cifar}",
             "in_memory=false",
             "num_workers=2",
             "model=resnet8",
-            "epochs=3",
+            "epochs=15",
             "batch_size=32",
             "augment.randaugment_n=1",
         ]
     if camvid is not None:
-        found["segmentation"] = [f"data=segfolder:{camvid}", "image_size=64", "epochs=4", "batch_size=4"]
+        found["segmentation"] = [f"data=segfolder:{camvid}", "image_size=64", "epochs=30", "batch_size=4"]
     return found
 
 
@@ -145,9 +146,7 @@ def check_setup(label: str, args: list[str], runs: Path, kills: int, terms: int,
     events = []
     for how in plan:
         # Each attempt runs a random moment past start-up, so the run advances a little between interruptions.
-        delay = (
-            rng.uniform(0.5, startup + 2 * training / len(plan)) if how == "SIGKILL" else rng.uniform(0, 1.5)
-        )
+        delay = rng.uniform(0.5, startup + training / len(plan)) if how == "SIGKILL" else rng.uniform(0, 1.5)
         event = interrupt(runs, "interrupted", args, how, delay)
         print(
             f"  {label}: {how:<34} after {delay:5.1f}s hit {event['hit']:<17} exit {event['code']}",
