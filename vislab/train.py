@@ -19,6 +19,7 @@ from vislab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vislab.config import Config, merge, read_yaml, save_config
 from vislab.errors import RunStopped, VislabError, describe_os_error
 from vislab.models import count_parameters
+from vislab.progress import LiveProgress
 from vislab.resilience import RunGuard
 from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
 from vislab.tasks import get_task, report, resolve_config
@@ -51,6 +52,7 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog, guard: Run
     callbacks: list[L.Callback] = [
         epoch_log,
         guard,
+        LiveProgress(run_dir),
         # Saved at the end of each training epoch, after validation and the metrics row, so that the
         # checkpoint holds the whole epoch: weights, optimizer, schedule, early-stopping and metrics history.
         # Two callbacks, best first: last.ckpt then records the best score that best.ckpt already holds.
@@ -160,6 +162,8 @@ def train(config: Config, resume: Path | None = None) -> Path:
     run_dir = resume if resume is not None else open_run_dir(config, prepared.skipped)
     if resume is not None and not is_worker_process():
         save_config(config, run_dir / "config.yaml")  # with the overrides it was resumed with
+    if not is_worker_process():  # where to look while it trains (the web UI reads this line too)
+        print(f"vislab: run folder {run_dir}", file=sys.stderr)
     epoch_log = EpochLog(run_dir / "metrics.csv", task.metric_columns)
     guard = RunGuard(run_dir, config.checkpoint_every_min)
     last = run_dir / "checkpoints" / "last.ckpt"
