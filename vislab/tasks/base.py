@@ -32,6 +32,26 @@ class Prepared:
     skipped: list[Path] = field(default_factory=list)
 
 
+@dataclass
+class Preview:
+    """A dataset at a glance, for the UI: one line, a table of counts, and sample pictures."""
+
+    summary: str
+    columns: list[str]
+    rows: list[list]
+    samples: list[tuple[Any, str]]  # (HxWx3 uint8 array, caption)
+
+
+@dataclass
+class Shown:
+    """One image's prediction as the UI shows it."""
+
+    name: str
+    top: dict[str, float] | None  # class -> probability (classification)
+    pictures: list[tuple[Any, str]]  # (HxWx3 uint8 array, caption): the image, Grad-CAM or masks
+    row: dict  # its row of the downloadable CSV
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -50,6 +70,11 @@ class Task:
     report: Callable[[Checkpoint, Any], Path]  # (checkpoint of a finished run, ReportOptions) -> report.html
     export_inputs: Callable[[Checkpoint, int], torch.Tensor]  # real images as model input, for checks
     any_input_size: bool  # the model takes any height and width (exports keep them dynamic)
+    # For the web UI: a dataset at a glance; predictions as pictures (predictor, files, topk); and the
+    # images behind a confusion-matrix cell (checkpoint, split, true class, predicted class).
+    preview: Callable[[Config], Preview]
+    show: Callable[[Any, list[Path], int], list[Shown]]
+    confusion_images: Callable[[Checkpoint, str, int, int], list[tuple[Any, str]]]
 
 
 def eval_config(meta: ModelMeta, overrides: list[str] | None) -> Config:

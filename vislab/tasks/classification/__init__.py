@@ -1,6 +1,7 @@
 """Image classification: one label per image."""
 
 from vislab.tasks.base import Task
+from vislab.tasks.classification.display import confusion_images, preview, show
 from vislab.tasks.classification.evaluate import describe_eval, evaluate, export_inputs
 from vislab.tasks.classification.module import prepare_classification
 from vislab.tasks.classification.predict import predict_command
@@ -36,4 +37,7 @@ CLASSIFICATION = Task(
     report=build_report,
     export_inputs=export_inputs,
     any_input_size=False,
+    preview=preview,
+    show=show,
+    confusion_images=confusion_images,
 )

@@ -1,6 +1,7 @@
 """Semantic segmentation: one label per pixel."""
 
 from vislab.tasks.base import Task
+from vislab.tasks.segmentation.display import confusion_images, preview, show
 from vislab.tasks.segmentation.module import prepare_segmentation
 from vislab.tasks.segmentation.predict import describe_eval, evaluate, export_inputs, predict_command
 from vislab.tasks.segmentation.report import build_report
@@ -49,4 +50,7 @@ SEGMENTATION = Task(
     report=build_report,
     export_inputs=export_inputs,
     any_input_size=True,
+    preview=preview,
+    show=show,
+    confusion_images=confusion_images,
 )

@@ -37,20 +37,21 @@ def predict_labels(model, meta: ModelMeta, image: torch.Tensor) -> np.ndarray:
     return logits.argmax(1)[0].numpy().astype(np.uint8)
 
 
+def segment_file(predictor: Predictor, file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An image's class indices (H, W), its colour mask and the mask over the image (H, W, 3)."""
+    image = to_tensor(open_image(file, 3))
+    labels = predict_labels(predictor, predictor.meta, image)
+    colours = colour_mask(labels, predictor.meta.palette)
+    return labels, colours, overlay(image.permute(1, 2, 0).numpy(), colours)
+
+
 def segment(predictor: Predictor, target: str | Path, out: Path | None = None) -> Path:
     """Writes <stem>_labels.png (class indices), <stem>_colour.png and <stem>_overlay.png per image."""
-    meta = predictor.meta
     out = out or run_dir_of(predictor.path) / "predictions"
     out.mkdir(parents=True, exist_ok=True)
     for file in image_files(Path(target)):
-        image = to_tensor(open_image(file, 3))
-        labels = predict_labels(predictor, meta, image)
-        colours = colour_mask(labels, meta.palette)
-        Image.fromarray(labels).save(out / f"{file.stem}_labels.png")
-        Image.fromarray(colours).save(out / f"{file.stem}_colour.png")
-        Image.fromarray(overlay(image.permute(1, 2, 0).numpy(), colours)).save(
-            out / f"{file.stem}_overlay.png"
-        )
+        for kind, array in zip(("labels", "colour", "overlay"), segment_file(predictor, file)):
+            Image.fromarray(array).save(out / f"{file.stem}_{kind}.png")
     return out
 
 

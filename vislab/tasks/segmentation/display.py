@@ -1,0 +1,85 @@
+"""What the web UI shows of a segmentation model's data and work: a dataset's splits and sample masks,
+colour masks for new images, and the images behind a cell of the pixel confusion matrix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from vislab.checkpoint import Checkpoint, load_checkpoint
+from vislab.config import Config
+from vislab.data import load_dataset
+from vislab.data.images import open_image, to_tensor
+from vislab.data.segmentation import colour_mask, overlay, read_mask
+from vislab.export import Predictor
+from vislab.tasks.base import Preview, Shown
+from vislab.tasks.segmentation.predict import load_eval_split, predict_labels, segment_file
+
+
+def preview(config: Config, count: int = 8) -> Preview:
+    """Images per split, and the first training images with their masks laid over them."""
+    splits = load_dataset(config.model_copy(update={"in_memory": False}))
+    rows = [[name, len(splits.split(name))] for name in ("train", "val")]
+    samples = []
+    for image_file, mask_file in list(zip(splits.train.image_files, splits.train.mask_files))[:count]:
+        image = np.asarray(open_image(image_file, 3))
+        colours = colour_mask(read_mask(mask_file), splits.palette, splits.ignore_index)
+        samples.append((overlay(image, colours), image_file.name))
+    summary = (
+        f"{len(splits.classes)} classes ({', '.join(splits.classes[:12])}"
+        f"{', ...' if len(splits.classes) > 12 else ''}), {len(splits.train)} train and "
+        f"{len(splits.val)} val images; mask value {splits.ignore_index} is ignored"
+    )
+    return Preview(summary, ["split", "images"], rows, samples)
+
+
+def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
+    """The colour mask over each image, the mask alone, and each class's share of the pixels."""
+    classes = predictor.meta.classes
+    shown = []
+    for file in files:
+        labels, colours, laid_over = segment_file(predictor, Path(file))
+        shares = np.bincount(labels.ravel(), minlength=len(classes))[: len(classes)] / labels.size
+        name = Path(file).name
+        pictures = [(laid_over, f"{name}: overlay"), (colours, f"{name}: mask")]
+        row = {"file": name} | {c: round(float(v), 6) for c, v in zip(classes, shares)}
+        shown.append(Shown(name, None, pictures, row))
+    return shown
+
+
+@lru_cache(maxsize=2)
+def pixel_confusions(path: str, modified: float, split: str):
+    """Per image of the split: (true, predicted) pixel counts, kept while the UI asks about cells."""
+    checkpoint = load_checkpoint(path)
+    _, data = load_eval_split(checkpoint, split)
+    model, meta = checkpoint.model(), checkpoint.meta
+    n = len(meta.classes)
+    counts = []
+    for image_file, mask_file in zip(data.image_files, data.mask_files):
+        image = to_tensor(open_image(image_file, 3))
+        predicted = predict_labels(model, meta, image).astype(np.int64)
+        truth = read_mask(mask_file).astype(np.int64)
+        valid = truth < n
+        counts.append(np.bincount(truth[valid] * n + predicted[valid], minlength=n * n).reshape(n, n))
+    return data, np.stack(counts)
+
+
+def confusion_images(
+    checkpoint: Checkpoint, split: str, true: int, predicted: int, most: int = 12
+) -> list[tuple[np.ndarray, str]]:
+    """The images with the most pixels of class `true` predicted as `predicted`, those pixels shown in
+    the predicted class's colour over the image."""
+    data, counts = pixel_confusions(str(checkpoint.path), checkpoint.path.stat().st_mtime, split)
+    order = [i for i in np.argsort(-counts[:, true, predicted]) if counts[i, true, predicted] > 0][:most]
+    meta, model = checkpoint.meta, checkpoint.model()
+    pictures = []
+    for i in order:
+        image = to_tensor(open_image(data.image_files[i], 3))
+        cell = (read_mask(data.mask_files[i]) == true) & (predict_labels(model, meta, image) == predicted)
+        colour = np.asarray(meta.palette[predicted], dtype=np.uint8)
+        picture = image.permute(1, 2, 0).numpy().copy()
+        picture[cell] = overlay(picture[cell], np.broadcast_to(colour, picture[cell].shape), 0.7)
+        pictures.append((picture, f"{data.image_files[i].name}: {int(counts[i, true, predicted])} px"))
+    return pictures
