@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", type=Path, help="output file (default: RUN/export/model.onnx)")
 
+    ui = commands.add_parser("ui", help="the web app: data, training, results and prediction in a browser")
+    ui.add_argument("--runs", type=Path, default=Path("runs"), help="the runs folder (default: runs)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    ui.add_argument("--port", type=int, default=7860)
+
     commands.add_parser("recipes", help="list the recipes that reproduce the seed experiments")
     commands.add_parser("models", help="list the registered models")
     datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
@@ -136,6 +141,12 @@ def run_export(args) -> None:
     print(f"wrote {path}; max |logit difference| from PyTorch on real images: {difference:.2e}")
 
 
+def run_ui(args) -> None:
+    from vislab.ui.app import serve
+
+    serve(args.runs, args.host, args.port)
+
+
 def run_recipes(args) -> None:
     from vislab.recipes import list_recipes
 
@@ -174,6 +185,7 @@ COMMANDS = {
     "compare": run_compare,
     "export": run_export,
     "recipes": run_recipes,
+    "ui": run_ui,
     "eval": run_eval,
     "predict": run_predict,
     "models": run_models,

@@ -46,6 +46,29 @@ def training_curves(
     return fig
 
 
+def live_curves(points: list[dict], rows: list[dict]) -> Figure:
+    """A run while it trains: training loss and learning rate within epochs (`points` of progress.json),
+    validation loss and scores at each epoch's end (metrics.csv `rows`); x counts epochs done (1.0 is
+    the end of the first)."""
+    fig, (loss, scores, lr) = plt.subplots(1, 3, figsize=(15, 3.6))
+    ends = [r["epoch"] + 1 for r in rows]
+    loss.plot([p["epoch"] for p in points], [p["train_loss"] for p in points], label="train")
+    lr.plot([p["epoch"] for p in points], [p["lr"] for p in points], label="learning rate")
+    if rows and "val_loss" in rows[0]:
+        loss.plot(ends, [r["val_loss"] for r in rows], marker="o", markersize=3, label="val")
+    for key in [
+        k for k in (rows[0] if rows else {}) if k.startswith("val_") and k != "val_loss" or k == "train_acc"
+    ]:
+        scores.plot(ends, [r.get(key) for r in rows], marker="o", markersize=3, label=key)
+    for axis, title in ((loss, "Loss"), (scores, "Scores"), (lr, "Learning rate")):
+        axis.set(title=title, xlabel="epoch")
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend()
+    fig.tight_layout()
+    return fig
+
+
 def confusion_matrices(confusion: np.ndarray, classes: list[str]) -> Figure:
     """Raw counts and row-normalised (recall per true class) side by side."""
     n = len(classes)

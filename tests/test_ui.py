@@ -1,0 +1,156 @@
+"""The web UI's pieces without a browser: zip uploads unpacked safely, folders recognised, the page's
+form turned into the same `vislab train` words as the CLI, progress.json written during training, and
+what the tabs show computed by the tasks themselves."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vislab.checkpoint import load_checkpoint
+from vislab.errors import VislabError
+from vislab.export import load_predictor
+from vislab.tasks import get_task, load_config
+from vislab.ui.setup_tab import DEFAULT_MODEL, train_args
+from vislab.ui.uploads import data_spec, unpack_zip
+
+from conftest import QUIET, small_copy
+
+
+def jpeg_bytes(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), colour).save(out, "JPEG")
+    return out.getvalue()
+
+
+def make_zip(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, data in members.items():
+            zipped.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zipped.writestr(info, "/etc/passwd")
+    return path
+
+
+def test_zip_of_class_folders_unpacks_to_its_dataset_root(tmp_path):
+    archive = make_zip(
+        tmp_path / "pets.zip",
+        {f"pets/{c}/{i}.jpg": jpeg_bytes((i * 40, 0, 0)) for c in ("cat", "dog") for i in range(3)},
+    )
+    root = unpack_zip(archive, tmp_path / "out")
+    assert root == tmp_path / "out" / "pets"
+    assert sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
+    assert data_spec(root) == f"folder:{root}"
+    config = load_config(None, [f"data={data_spec(root)}", "val_fraction=0.34"])
+    preview = get_task(config.task).preview(config)
+    assert [row[0] for row in preview.rows] == ["cat", "dog"]
+    assert sum(row[1] + row[2] for row in preview.rows) == 6
+
+
+@pytest.mark.parametrize(
+    ("members", "symlink", "says"),
+    [
+        ({"../evil.jpg": b"x"}, None, "outside its folder"),
+        ({"/etc/evil.jpg": b"x"}, None, "outside its folder"),
+        ({"a/b.jpg": b"x"}, "a/link", "symbolic link"),
+        ({"bomb.bin": b"\0" * (8 << 20)}, None, "zip bomb"),
+    ],
+)
+def test_unsafe_zips_are_refused_and_nothing_is_written(tmp_path, members, symlink, says):
+    archive = make_zip(tmp_path / "upload.zip", members, symlink)
+    with pytest.raises(VislabError, match=says):
+        unpack_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "evil.jpg").exists()
+
+
+def test_a_zip_larger_than_the_cap_is_refused_even_when_its_headers_lie(tmp_path):
+    archive = make_zip(tmp_path / "big.zip", {f"c/{i}.jpg": jpeg_bytes((i, i, i)) for i in range(4)})
+    with pytest.raises(VislabError, match="unpacks to more than"):
+        unpack_zip(archive, tmp_path / "out", max_bytes=1000)
+    not_zip = tmp_path / "fake.zip"
+    not_zip.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(VislabError, match="fake.zip is not a readable zip file"):
+        unpack_zip(not_zip, tmp_path / "out2")
+
+
+def test_typed_folders_are_checked_and_segmentation_folders_recognised(tmp_path, camvid):
+    with pytest.raises(VislabError, match="dataset folder not found"):
+        data_spec(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(VislabError, match="not a folder"):
+        data_spec(tmp_path / "file.txt")
+    assert data_spec(camvid).startswith("segfolder:")
+
+
+def test_the_form_means_the_same_words_as_the_cli():
+    form = ["", "built-in", "digits", "", DEFAULT_MODEL, 30, 128, 0.05, 0, "", ""]
+    assert train_args(*form) == ["data=digits"]  # every field at what the data resolves to
+    form[5], form[9], form[10] = 3, "label_smoothing=0.1", "mine"
+    assert train_args(*form) == ["data=digits", "label_smoothing=0.1", "epochs=3", "name=mine"]
+    recipe = ["cifar10_resnet20", "built-in", "cifar10", "", "resnet20", 0, 0, None, 0, "", ""]
+    assert train_args(*recipe) == ["--config", "cifar10_resnet20", "data=cifar10", "model=resnet20"]
+    form[9] = "epochs=zero"
+    with pytest.raises(VislabError, match="epochs"):
+        train_args(*form)
+
+
+def test_training_writes_progress_for_the_page(cli, tmp_path):
+    result = cli("train", f"runs_dir={tmp_path}", "name=run", "epochs=2", "batch_size=64", *QUIET)
+    assert result.code == 0, result.err
+    assert f"run folder {tmp_path / 'run'}" in result.err
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert progress["state"] == "finishing" and progress["epoch"] == 2 and progress["epochs"] == 2
+    assert progress["step"] == progress["batches"] * 2 and progress["eta_s"] == 0
+    epochs = [point["epoch"] for point in progress["curve"]]
+    assert epochs == sorted(epochs) and epochs[-1] == 2.0 and 1.0 in epochs
+    assert all(p["train_loss"] > 0 and p["images_per_s"] > 0 for p in progress["curve"])
+
+
+def test_what_the_tabs_show_comes_from_the_task(cli, tmp_path):
+    assert cli("train", f"runs_dir={tmp_path}", "name=run", "epochs=2", *QUIET).code == 0
+    run = tmp_path / "run"
+    checkpoint_task = get_task("classification")
+    checkpoint = load_checkpoint(run)
+    assert cli("eval", run).code == 0
+    confusion = json.loads((run / "eval_val.json").read_text())["confusion_matrix"]
+    pictures = checkpoint_task.confusion_images(checkpoint, "val", 3, 3)
+    assert len(pictures) == min(24, confusion[3][3])
+    assert all(p.shape == (8, 8, 3) and p.dtype == np.uint8 for p, _ in pictures)
+    image = tmp_path / "digit.png"
+    Image.fromarray(pictures[0][0]).save(image)
+    shown = checkpoint_task.show(load_predictor(run), [image], 3)[0]
+    assert list(shown.top) == [shown.row["class1"], shown.row["class2"], shown.row["class3"]]
+    # The picture of a "3" that the model called 3, fed back as a file, is called 3 again.
+    assert shown.row["class1"] == "3" and list(shown.top.values()) == sorted(shown.top.values(), reverse=True)
+    assert len(shown.pictures) == 2  # the image and its Grad-CAM
+
+
+def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, camvid):
+    data = small_copy(camvid, tmp_path / "data", 8, 3)
+    args = [
+        f"data=segfolder:{data}",
+        "segmentation.ignore_index=11",
+        "epochs=1",
+        "image_size=64",
+        "batch_size=4",
+    ]
+    assert cli("train", f"runs_dir={tmp_path}", "name=seg", *args, *QUIET).code == 0
+    checkpoint = load_checkpoint(tmp_path / "seg")
+    task = get_task("segmentation")
+    config = load_config(None, args[:2])
+    preview = task.preview(config)
+    assert preview.rows == [["train", 8], ["val", 3]] and len(preview.samples) == 8
+    shown = task.show(load_predictor(tmp_path / "seg"), [next((data / "val" / "images").iterdir())], 5)[0]
+    assert shown.top is None and len(shown.pictures) == 2
+    assert abs(sum(v for k, v in shown.row.items() if k != "file") - 1) < 1e-3
+    pictures = task.confusion_images(checkpoint, "val", 0, 0)  # sky pixels predicted as sky
+    assert 0 < len(pictures) <= 3 and pictures[0][0].ndim == 3

@@ -1,0 +1,238 @@
+"""`vislab ui` end to end in a real headless Chromium (Debian's, driven by Playwright): set up the digits
+default, train it with live progress, stop and resume it, open a confusion cell's images, predict a real
+photo; then the same for a small CamVid segmentation run. Screenshots of every tab are kept in
+test-artifacts/ui/ (or $VISLAB_TEST_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import small_copy
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+ARTIFACTS = Path(os.environ.get("VISLAB_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts" / "ui"))
+
+pytestmark = pytest.mark.slow
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+if not CHROMIUM.is_file():
+    pytest.skip("Debian's chromium (/usr/bin/chromium) is not installed", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("ui") / "runs"
+    port = free_port()
+    log = open(runs.parent / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vislab", "ui", "--runs", str(runs), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert process.poll() is None, (runs.parent / "server.log").read_text()
+        time.sleep(0.5)
+    yield url, runs
+    process.terminate()
+    process.wait(30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
+    page.goto(server[0])
+    page.get_by_role("tab", name="Data & model").wait_for()
+    yield page
+    assert not outside, f"the page asked the network for {outside[:5]}"
+    page.close()
+
+
+LOCAL = ("http://127.0.0.1", "data:", "blob:")
+
+
+def text_of(page, selector: str) -> str:
+    """What an element shows: its text and the values of its input fields."""
+    return page.locator(selector).first.evaluate(
+        "e => [e.innerText, ...[...e.querySelectorAll('input, textarea')].map(i => i.value)].join(' ')"
+    )
+
+
+def wait_for_text(page, selector: str, pattern: str, timeout_s: float = 120) -> str:
+    """Waits until the element's text matches `pattern` (the page refreshes itself every second)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = text_of(page, selector)
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.3)
+    shown = [f"#{m}-message" for m in ("config", "setup", "train", "results", "predict")]
+    messages = [text_of(page, m) for m in shown if page.locator(m).count()]
+    raise AssertionError(f"{selector} never matched {pattern!r}: {text_of(page, selector)!r}; {messages}")
+
+
+def fill(page, elem_id: str, value) -> None:
+    field = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")
+
+
+def shoot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def train_from_setup(page, settings: dict[str, object], run_name: str) -> None:
+    """Fills the form's fields ({config key: value}; each field's id is its key) and checks the data."""
+    for key, value in settings.items():
+        fill(page, key.replace("_", "-"), value)
+    fill(page, "run-name", run_name)
+    for key, value in [*settings.items(), ("name", run_name)]:
+        wait_for_text(page, "#command", rf"\b{key}={value}\b")
+    page.locator("#check-data").click()
+    wait_for_text(page, "#data-summary", r"classes")
+
+
+def look_at_results(page, run_name: str, cell: tuple[int, int]) -> None:
+    open_tab(page, "Results")
+    page.get_by_role("button", name="Refresh the list").click()
+    choose(page, "results-runs", run_name)
+    wait_for_text(page, "#headline", run_name)
+    row, column = cell
+    page.locator(f'#confusion [data-testid="cell-{row}-{column}"]').click()
+    wait_for_text(page, "#results-message", r"[1-9]\d* images shown")
+    assert page.locator("#cell-images img").count() > 0
+
+
+def predict_photo(page, run_name: str, photo: Path) -> None:
+    open_tab(page, "Predict")
+    page.get_by_role("button", name="Refresh the list").last.click()
+    choose(page, "predict-model", run_name)
+    page.locator("#predict-files input[type=file]").set_input_files(str(photo))
+    page.locator("#predict").click()
+    wait_for_text(page, "#predict-message", r"1 images through")
+
+
+def test_classification_end_to_end(page, server, tmp_path):
+    url, runs = server
+    shoot(page, "1-data-and-model-empty")
+    train_from_setup(page, {"epochs": 3, "batch_size": 4}, "ui-digits")
+    assert "data=digits" in text_of(page, "#command")
+    assert page.locator("#samples img").count() >= 10  # samples of every digit
+    shoot(page, "1-data-and-model")
+
+    open_tab(page, "Train")
+    page.locator("#start").click()
+    first = wait_for_text(page, "#train-status", r"ui-digits: training")
+    plot = page.locator("#curves")
+    wait_for_text(page, "#train-status", r"images/s")
+    before = plot.screenshot()
+    wait_for_text(page, "#train-status", r"epoch 2/3")
+    assert plot.screenshot() != before, "the curves did not change during training"
+    shoot(page, "2-train-running")
+    page.locator("#stop").click()
+    stopped = wait_for_text(page, "#train-status", r"stopped")
+    assert (runs / "ui-digits" / "checkpoints" / "last.ckpt").is_file(), first
+    assert "SIGTERM: saving a checkpoint" in text_of(page, "#log")
+    page.locator("#resume").click()
+    wait_for_text(page, "#train-status", r"finished", timeout_s=180)
+    shoot(page, "2-train-finished")
+    assert "epoch 3/3" in text_of(page, "#train-status"), stopped
+
+    look_at_results(page, "ui-digits", (1, 2))  # the images of digit 1 predicted as 1
+    shoot(page, "3-results")
+
+    photo = flower_photo(tmp_path)
+    predict_photo(page, "ui-digits", photo)
+    top = text_of(page, "#topk")
+    assert re.search(r"\b\d\b", top), top  # a digit class with its probability bar
+    assert page.locator("#predict-pictures img").count() == 2  # the image and its Grad-CAM
+    shoot(page, "4-predict")
+
+
+def flower_photo(folder: Path) -> Path:
+    """A real photo (one of the shared 5-class flower photos), or a test skip where absent."""
+    archive = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers5-128.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"real test data {archive} is not present")
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar if m.isfile() and m.name.lower().endswith((".jpg", ".jpeg")))
+        tar.extract(member, folder, filter="data")
+    return folder / member.name
+
+
+def test_segmentation_end_to_end(page, server, camvid, tmp_path):
+    url, runs = server
+    data = small_copy(camvid, tmp_path / "camvid", 16, 4)
+    page.locator("#source").get_by_text("folder").click()
+    fill(page, "folder", data)
+    page.locator("#check-data").click()  # CamVid marks void pixels 11: the CLI's own line says so
+    wait_for_text(page, "#setup-message", r"vislab: error: mask .* holds \[11\]: no class \(0\.\.10\)")
+    fill(page, "extra", "segmentation.ignore_index=11")
+    train_from_setup(page, {"epochs": 2, "batch_size": 4, "image_size": 64}, "ui-camvid")
+    command = text_of(page, "#command")
+    assert "data=segfolder:" in command and "optim.lr" not in command  # the task's own learning rate
+    shoot(page, "1-data-and-model-segmentation")
+    open_tab(page, "Train")
+    page.locator("#start").click()
+    wait_for_text(page, "#train-status", r"ui-camvid: finished", timeout_s=300)
+    shoot(page, "2-train-segmentation")
+    look_at_results(page, "ui-camvid", (0, 1))  # sky pixels predicted as sky... or whatever is first
+    shoot(page, "3-results-segmentation")
+    photo = next((data / "val" / "images").iterdir())
+    copy = tmp_path / photo.name
+    shutil.copy(photo, copy)
+    predict_photo(page, "ui-camvid", copy)
+    assert page.locator("#predict-pictures img").count() == 2  # overlay and mask
+    shoot(page, "4-predict-segmentation")
+
+
+def test_bad_upload_gets_the_cli_line(page, server, tmp_path):
+    url, runs = server
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("not an image")
+    open_tab(page, "Predict")
+    page.locator("#predict-files input[type=file]").set_input_files(str(fake))
+    page.locator("#predict").click()
+    wait_for_text(page, "#predict-message", r"vislab: error: ")

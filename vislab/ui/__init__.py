@@ -1,0 +1,1 @@
+"""The web UI (`vislab ui`): Gradio tabs over the functions the CLI uses."""

@@ -1,0 +1,67 @@
+"""`vislab ui`: the web app. Four tabs (data & model, train, results, predict) over the same functions as
+the CLI; it binds 127.0.0.1 unless asked otherwise, serves files only from the runs folder, and loads
+nothing from the network (system fonts, Gradio's bundled scripts, no analytics)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402 (after the analytics switch, which Gradio reads on import)
+
+from vislab.ui import predict_tab, results_tab, setup_tab, train_tab  # noqa: E402
+from vislab.ui.common import Context  # noqa: E402
+from vislab.ui.jobs import JobQueue  # noqa: E402
+
+MAX_UPLOAD = "500mb"  # per file; zips are also capped on the bytes they unpack to
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def build_app(runs_dir: Path) -> gr.Blocks:
+    context = Context(runs_dir.resolve(), JobQueue(runs_dir.resolve()))
+    with gr.Blocks(title="vislab", analytics_enabled=False) as app:
+        gr.Markdown(f"## vislab · runs in `{context.runs_dir}`")
+        with gr.Tabs():
+            with gr.Tab("Data & model", id="setup"):
+                setup = setup_tab.build(context)
+            with gr.Tab("Train", id="train"):
+                train_tab.build(context, setup)
+            with gr.Tab("Results", id="results"):
+                results_tab.build(context)
+            with gr.Tab("Predict", id="predict"):
+                predict_tab.build(context)
+        app.load(setup.resolve_defaults, None, setup.shown)
+    return app
+
+
+def theme() -> gr.themes.Theme:
+    """Gradio's default look with the system's fonts: its own theme would fetch fonts from Google."""
+    return gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+
+
+def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+    if host not in LOOPBACK:
+        print(
+            f"vislab: warning: serving on {host}: anyone who can reach this machine on port {port} can "
+            "train, read runs and upload files (prefer an SSH tunnel: docs/ui.md)",
+            file=sys.stderr,
+        )
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(runs_dir)
+    app.queue(default_concurrency_limit=4)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        allowed_paths=[str(runs_dir.resolve())],
+        max_file_size=MAX_UPLOAD,
+        prevent_thread_lock=not block,
+        quiet=False,
+        theme=theme(),
+        footer_links=["settings"],
+    )
+    return app

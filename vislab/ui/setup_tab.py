@@ -1,0 +1,207 @@
+"""Data & model: pick or upload data, see it, pick a model or recipe, set the main hyperparameters, and
+see the resolved config exactly as `vislab train --print-config` would print it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import yaml
+
+from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to_yaml
+from vislab.data import registered_datasets, with_augment_defaults
+from vislab.data.registry import shown_name
+from vislab.models import count_parameters, create_model, registered_models
+from vislab.recipes import list_recipes, recipe_path
+from vislab.tasks import get_task, load_config
+from vislab.ui.common import Context, failure, guarded
+from vislab.ui.uploads import data_spec, unpack_zip
+
+HYPERPARAMETERS = ("epochs", "batch_size", "optim.lr", "image_size")
+DEFAULT_MODEL = "(the task's default)"
+DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)  # a dataset download's tqdm bar, shown on the page
+
+
+@dataclass
+class Setup:
+    """The components the Train tab reads to start a run."""
+
+    inputs: list[gr.components.Component]
+    command: gr.Textbox
+    resolve_defaults: Callable  # fills `shown` when the page opens
+    shown: list[gr.components.Component]
+
+
+def builtin_datasets() -> list[str]:
+    return [name for name in registered_datasets() if shown_name(name) == name]
+
+
+def recipe_choices(context: Context) -> list[tuple[str, str]]:
+    own = sorted((context.runs_dir / "recipes").glob("*.yaml"))
+    return [("(none)", "")] + [(r.name, r.name) for r in list_recipes()] + [(p.stem, str(p)) for p in own]
+
+
+def data_value(source: str, dataset: str, folder: str) -> str:
+    return dataset if source == "built-in" else data_spec(folder)
+
+
+def train_args(recipe, source, dataset, folder, model, epochs, batch, lr, size, extra, name) -> list[str]:
+    """The words after `vislab train` that the form stands for: the recipe, the data and model, and only
+    those hyperparameters that differ from what the recipe and data already resolve to."""
+    words = [f"data={data_value(source, dataset, folder)}"]
+    if model and model != DEFAULT_MODEL:
+        words.append(f"model={model}")
+    words += [line.strip() for line in (extra or "").splitlines() if line.strip()]
+    base = flatten(load_config(recipe_path(recipe) if recipe else None, words).model_dump())
+    for key, value in zip(HYPERPARAMETERS, (epochs, batch, lr, size)):
+        if value not in (None, "", 0) and base.get(key) != value:
+            words.append(f"{key}={int(value) if key != 'optim.lr' else value}")
+    if name:
+        words.append(f"name={name}")
+    return (["--config", recipe] if recipe else []) + words
+
+
+def config_of(args: list[str]) -> Config:
+    recipe = args[1] if args[:1] == ["--config"] else None
+    words = args[2:] if recipe else args
+    return load_config(recipe_path(recipe) if recipe else None, words)
+
+
+def build(context: Context) -> Setup:
+    gr.Markdown("Pick data and a model; the resolved config below is what **Train** starts.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            source = gr.Radio(["built-in", "folder"], value="built-in", label="data", elem_id="source")
+            dataset = gr.Dropdown(
+                builtin_datasets(), value="digits", label="built-in dataset", elem_id="dataset"
+            )
+            folder = gr.Textbox(
+                label="folder (class folders, or {train,val}/{images,masks} with classes.txt)",
+                elem_id="folder",
+            )
+            upload = gr.File(label="or upload a zip of class folders", file_types=[".zip"], elem_id="zip")
+            look = gr.Button("Check data (downloads a missing built-in dataset)", elem_id="check-data")
+        with gr.Column(scale=1):
+            recipe = gr.Dropdown(recipe_choices(context), value="", label="recipe", elem_id="recipe")
+            model = gr.Dropdown(
+                [DEFAULT_MODEL, *registered_models()],
+                value=DEFAULT_MODEL,
+                allow_custom_value=True,
+                label="model (or type timm:NAME)",
+                elem_id="model",
+            )
+            parameters = gr.Markdown(elem_id="parameters")
+            default = flatten(load_config().model_dump())
+            with gr.Row():
+                epochs = gr.Number(default["epochs"], label="epochs", precision=0, elem_id="epochs")
+                batch = gr.Number(
+                    default["batch_size"], label="batch size", precision=0, elem_id="batch-size"
+                )
+                lr = gr.Number(default["optim.lr"], label="learning rate", elem_id="lr")
+                size = gr.Number(0, label="image size (0: from the data)", precision=0, elem_id="image-size")
+            extra = gr.Textbox(label="more keys, one key=value per line", lines=2, elem_id="extra")
+            name = gr.Textbox(label="run name (empty: <data>-<model>-<n>)", elem_id="run-name")
+    message = gr.Markdown(elem_id="setup-message")  # what the buttons report
+    config_message = gr.Markdown(elem_id="config-message")  # whether the form resolves to a config
+    command = gr.Textbox(label="the same run from a shell", interactive=False, elem_id="command")
+    with gr.Row():
+        with gr.Column():
+            resolved = gr.Code(language="yaml", label="resolved config", elem_id="resolved")
+            with gr.Row():
+                recipe_name = gr.Textbox(label="save as recipe named", scale=2)
+                save = gr.Button("Save recipe", scale=1)
+        with gr.Column():
+            summary = gr.Markdown(elem_id="data-summary")
+            counts = gr.Dataframe(label="images per class and split", interactive=False, elem_id="counts")
+            samples = gr.Gallery(label="samples", columns=6, height=360, elem_id="samples")
+
+    form = [recipe, source, dataset, folder, model, epochs, batch, lr, size, extra, name]
+
+    @guarded(2)
+    def resolve(*values):
+        args = train_args(*values)
+        config = config_of(args)
+        return "", "vislab train " + " ".join(args), to_yaml(with_augment_defaults(config))
+
+    def pick_recipe(chosen):
+        values = read_yaml(recipe_path(chosen)) if chosen else {}
+        config = load_config(recipe_path(chosen) if chosen else None)
+        flat = flatten(config.model_dump())
+        data = values.get("data", "digits")
+        builtin = data in builtin_datasets()
+        return (
+            "built-in" if builtin else "folder",
+            data if builtin else "digits",
+            "" if builtin else data.split(":", 1)[-1],
+            values.get("model", DEFAULT_MODEL),
+            *(flat[key] for key in HYPERPARAMETERS),
+        )
+
+    @guarded(4)
+    def refill(recipe_name, source_kind, dataset_name, folder_path, model_name, extra_keys):
+        """The hyperparameter fields at what the chosen recipe, data and model resolve to."""
+        args = train_args(
+            recipe_name, source_kind, dataset_name, folder_path, model_name, *[None] * 4, extra_keys, ""
+        )
+        flat = flatten(config_of(args).model_dump())
+        return "", *(flat[key] or 0 for key in HYPERPARAMETERS)
+
+    @guarded(3)
+    def check(*values, progress=DOWNLOAD_PROGRESS):
+        config = config_of(train_args(*values))
+        preview = get_task(config.task).preview(config)
+        table = {"headers": preview.columns, "data": preview.rows}
+        return "", preview.summary, table, preview.samples
+
+    @guarded(2)
+    def unpack(file):
+        if file is None:
+            return gr.update(), gr.update(), gr.update()
+        target = context.runs_dir / ".ui" / "uploads" / Path(file).stem
+        suffix = 1
+        while target.exists():
+            suffix += 1
+            target = target.with_name(f"{Path(file).stem}-{suffix}")
+        root = unpack_zip(Path(file), target)
+        return f"unpacked into {root}", "folder", str(root)
+
+    @guarded(1)
+    def count(chosen):
+        if not chosen or chosen == DEFAULT_MODEL:
+            return "", ""
+        entry = registered_models().get(chosen)
+        size = entry.input_size if entry else 224
+        params = count_parameters(create_model(chosen, 10, 3, size))
+        return "", f"{chosen}: {params:,} parameters (with 10 classes), designed for {size} px"
+
+    @guarded(0)
+    def save_recipe(recipe_name, *values):
+        if not recipe_name or not recipe_name.replace("_", "").replace("-", "").isalnum():
+            return failure("a recipe name is letters, digits, - and _")
+        args = train_args(*values)
+        chosen = args[1] if args[:1] == ["--config"] else None
+        words = [w for w in (args[2:] if chosen else args) if not w.startswith("name=")]
+        values = merge(read_yaml(recipe_path(chosen)) if chosen else {}, parse_overrides(words))
+        config_of(args)  # refuses what training would refuse
+        path = context.runs_dir / "recipes" / f"{recipe_name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {recipe_name}: saved from vislab ui\n" + yaml.safe_dump(values, sort_keys=False))
+        return f"saved {path}; train it with: vislab train --config {path}"
+
+    outputs = [config_message, command, resolved]
+    for component in form:
+        component.change(resolve, form, outputs, show_progress="hidden")
+    for component in (source, dataset, folder, model):
+        component.change(
+            refill, [recipe, source, dataset, folder, model, extra], [config_message, epochs, batch, lr, size]
+        )
+    recipe.change(pick_recipe, recipe, [source, dataset, folder, model, epochs, batch, lr, size])
+    upload.upload(unpack, upload, [message, source, folder])
+    look.click(check, form, [message, summary, counts, samples])
+    model.change(count, model, [message, parameters])
+    save.click(save_recipe, [recipe_name, *form], message).then(
+        lambda: gr.update(choices=recipe_choices(context)), None, recipe
+    )
+    return Setup(form, command, lambda: resolve(*(c.value for c in form)), outputs)
