@@ -38,10 +38,11 @@ def keep_batch(batch):
     return batch
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A streamed sample's augmentation seed: a function of where it stands in the run, not of a worker's
-    RNG state, so a resumed run transforms every image exactly as the uninterrupted one did."""
-    return hash((seed, epoch, index)) & 0x7FFF_FFFF_FFFF
+def position_seed(*position: int) -> int:
+    """The seed of a batch's or a streamed sample's randomness (augmentation, MixUp, dropout), as a
+    function of where it stands in the run (seed, epoch, index...), not of any generator's state, so a
+    resumed run draws exactly the numbers the uninterrupted run drew."""
+    return hash(position) & 0x7FFF_FFFF_FFFF
 
 
 class ResumableSampler(DistributedSampler):
@@ -153,7 +154,7 @@ class ImageFiles(Dataset):
         image = open_image(self.files[index], self.channels)
         if self.transform is None:
             return to_tensor(resize_center_crop(image, self.size)), self.labels[index]
-        torch.manual_seed(sample_seed(self.seed, epoch, index))  # a worker process's own generator
+        torch.manual_seed(position_seed(self.seed, epoch, index))  # a worker process's own generator
         return self.transform(to_tensor(image)), self.labels[index]
 
 

@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 
 from vislab.config import Config
 from vislab.data.images import opened
-from vislab.data.module import TensorPairs, sample_seed, seeded_loader
+from vislab.data.module import TensorPairs, position_seed, seeded_loader
 from vislab.data.segmentation import SegSplit, SegSplits, read_pair, whole_crop
 
 
@@ -32,7 +32,7 @@ class SegmentationFiles(Dataset):
         mask = mask.long()
         if self.transform is None:
             return image, mask
-        torch.manual_seed(sample_seed(self.seed, epoch, index))  # a worker process's own generator
+        torch.manual_seed(position_seed(self.seed, epoch, index))  # a worker process's own generator
         image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 

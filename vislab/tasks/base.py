@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric, Metric
 from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.config import Config, build_config, merge, parse_overrides
 from vislab.data import dataset_task
+from vislab.data.module import position_seed
 from vislab.errors import VislabError
 from vislab.models import backbone_of, create_model
 from vislab.optim import optimizers_for, rescale_learning_rates
@@ -85,12 +86,6 @@ def eval_config(meta: ModelMeta, overrides: list[str] | None) -> Config:
             f"{config.data} is a {dataset_task(config.data)} dataset; this is a {meta.task} model"
         )
     return config
-
-
-def batch_seed(seed: int, rank: int, epoch: int, batch_idx: int) -> int:
-    """Every training batch's randomness (augmentation, MixUp, dropout) derives from where it stands in
-    the run alone, so a resumed run draws exactly the numbers the uninterrupted run drew."""
-    return hash((seed, rank, epoch, batch_idx)) & 0x7FFF_FFFF_FFFF
 
 
 def wants_channels_last(config: Config, model: nn.Module) -> bool:
@@ -164,7 +159,7 @@ class TaskModule(L.LightningModule):
         return images
 
     def seed_batch(self, batch_idx: int) -> None:
-        torch.manual_seed(batch_seed(self.config.seed, self.global_rank, self.current_epoch, batch_idx))
+        torch.manual_seed(position_seed(self.config.seed, self.global_rank, self.current_epoch, batch_idx))
 
     def parameter_groups(self) -> list[dict]:
         """Backbone and head as two groups when fine-tuning with discriminative learning rates."""
