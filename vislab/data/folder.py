@@ -59,10 +59,17 @@ def check_headers(files: list[Path], skip_bad: bool) -> list[bool]:
         return list(pool.map(readable, files, chunksize=256))
 
 
-def native_size(first_file: Path) -> int:
-    with opened(first_file) as image:
-        side = min(image.size)
-    return side if side <= 256 else LARGE_IMAGE_DEFAULT_SIZE
+def native_size(files: list[Path], skip_bad: bool) -> int:
+    """The first readable image's shorter side (with `skip_bad`, unreadable ones before it are passed)."""
+    for file in files:
+        try:
+            with opened(file) as image:
+                side = min(image.size)
+            return side if side <= 256 else LARGE_IMAGE_DEFAULT_SIZE
+        except VislabError:
+            if not skip_bad:
+                raise
+    raise VislabError(f"no readable image among {len(files)} files in {files[0].parent.parent}")
 
 
 def files_split(
@@ -92,7 +99,7 @@ def load_folder(request: LoadRequest) -> Splits:
         raise VislabError(f"dataset path is not a folder: {root}")
     has_train = (root / "train").is_dir()
     classes, files, labels = labelled_files(root / "train" if has_train else root)
-    size = request.image_size or native_size(files[0])
+    size = request.image_size or native_size(files, request.skip_bad_images)
     in_memory = request.in_memory
     if in_memory is None:
         in_memory = fits_in_memory(len(files), 3, size)
