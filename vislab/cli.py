@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", type=Path, help="output file (default: RUN/export/model.onnx)")
 
+    check = commands.add_parser(
+        "check", help="audit a dataset: bad files, duplicates and leaks, class balance, label issues"
+    )
+    check.add_argument("data", metavar="DATA", help="any data= value: digits, cifar10, folder:PATH, ...")
+    check.add_argument("overrides", nargs="*", help="e.g. data_dir=PATH val_fraction=0.2")
+    check.add_argument("--out", type=Path, help="output folder (default: runs/check/<data>)")
+    check.add_argument("--no-labels", action="store_true", help="skip the label-issue search (the slow part)")
+    check.add_argument("--fix", action="store_true", help="write and print the fixes it suggests (fixes.csv)")
+    check.add_argument(
+        "--apply", action="store_true", help="carry the fixes out (moves files; implies --fix)"
+    )
+
     ui = commands.add_parser("ui", help="the web app: data, training, results and prediction in a browser")
     ui.add_argument("--runs", type=Path, default=Path("runs"), help="the runs folder (default: runs)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
@@ -141,6 +153,33 @@ def run_export(args) -> None:
     print(f"wrote {path}; max |logit difference| from PyTorch on real images: {difference:.2e}")
 
 
+def run_check(args) -> None:
+    from vislab.check import check_dataset, summary_lines
+    from vislab.check.fix import apply_plan, plan_fixes, write_plan
+    from vislab.tasks import load_config
+
+    config = load_config(None, [f"data={args.data}", *args.overrides])
+    stem = Path(config.data.split(":", 1)[-1]).name or config.data
+    out = args.out or Path(config.runs_dir) / "check" / stem
+    findings = check_dataset(config, out, with_labels=not args.no_labels)
+    print("\n".join(summary_lines(findings)))
+    print(f"wrote {out / 'check.html'} and {out / 'check.json'}")
+    if args.fix or args.apply:
+        plan = plan_fixes(findings)
+        for step in plan:
+            print(
+                f"{step['action']} {step['file']} {step['target']}  ({step['reason']})".replace(
+                    "  (", " (", 0
+                )
+            )
+        print(f"{len(plan)} fixes written to {write_plan(plan, out / 'fixes.csv')}")
+        if args.apply:
+            moved = apply_plan(plan, out / "removed")
+            print(f"applied: moved {moved} files (removed ones into {out / 'removed'})")
+        elif plan:
+            print("nothing was changed; add --apply to carry these out")
+
+
 def run_ui(args) -> None:
     from vislab.ui.app import serve
 
@@ -186,6 +225,7 @@ COMMANDS = {
     "export": run_export,
     "recipes": run_recipes,
     "ui": run_ui,
+    "check": run_check,
     "eval": run_eval,
     "predict": run_predict,
     "models": run_models,

@@ -36,7 +36,10 @@ class PackagedWeights:
 
 # The Lite models were trained on inputs scaled to [-1, 1] (measured here: with this normalisation the
 # weights name 40% of the flowers5 daisies ImageNet's "daisy", against 28% with ImageNet's mean and std).
-PACKAGED_WEIGHTS = {"efficientnet_lite0": PackagedWeights(efficientnet_lite0_package, (0.5,) * 3, (0.5,) * 3)}
+LITE0 = PackagedWeights(efficientnet_lite0_package, (0.5,) * 3, (0.5,) * 3)
+# The packaged weights were ported from TensorFlow: timm's tf_ variant (TF "same" padding, BatchNorm eps
+# 1e-3) is the architecture they were trained with; efficientnet_lite0 takes them with a small mismatch.
+PACKAGED_WEIGHTS = {"efficientnet_lite0": LITE0, "tf_efficientnet_lite0": LITE0}
 
 
 def check_timm_name(name: str) -> None:

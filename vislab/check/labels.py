@@ -1,0 +1,80 @@
+"""Label issues: images whose given label disagrees with what the data says. Features come from a frozen
+ImageNet backbone (the offline EfficientNet-Lite0 weights) or from a run's own model; a logistic
+regression, cross-validated, gives every image out-of-fold class probabilities; cleanlab's
+`find_label_issues` ranks the suspects (Northcutt et al., confident learning)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from cleanlab.filter import find_label_issues
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from vislab.check.inventory import Item
+from vislab.data.images import normalise, read_image
+from vislab.errors import VislabError
+
+BACKBONE = "tf_efficientnet_lite0"  # the architecture the packaged TensorFlow weights were trained with
+FEATURE_SIZE = 128  # pixels: small images are upsampled to where ImageNet features mean something
+FOLDS = 5
+
+
+def backbone_features(items: list[Item], batch_size: int = 64) -> np.ndarray:
+    """Pooled features of the frozen backbone for every item, in item order."""
+    from vislab.models.timm_models import PACKAGED_WEIGHTS, pretrained_backbone
+
+    model = pretrained_backbone(BACKBONE, 3).eval()
+    weights = PACKAGED_WEIGHTS[BACKBONE]
+    features = []
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            images = torch.stack([item_tensor(item) for item in chunk])
+            features.append(model(normalise(images, list(weights.mean), list(weights.std))))
+    return torch.cat(features).numpy()
+
+
+def item_tensor(item: Item) -> torch.Tensor:
+    if item.path is not None:
+        return read_image(item.path, 3, FEATURE_SIZE)
+    image = torch.from_numpy(item.image).permute(2, 0, 1)
+    image = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+    return (
+        torch.nn.functional.interpolate(image[None].float(), size=FEATURE_SIZE, mode="bilinear")[0]
+        .round()
+        .byte()
+    )
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    counts = np.bincount(labels)
+    folds = int(min(FOLDS, counts[counts > 0].min()))
+    if folds < 2:
+        raise VislabError("label issues need at least two images of every class")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.1))
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return cross_val_predict(probe, features, labels, cv=splitter, method="predict_proba")
+
+
+def label_issues(items: list[Item], num_classes: int) -> list[dict]:
+    """Suspects, most suspicious first: item index, given label, suggested label, the given label's
+    out-of-fold probability."""
+    usable = [i for i, item in enumerate(items) if item.problem is None]
+    labels = np.array([items[i].label for i in usable])
+    if len(np.unique(labels)) < num_classes:
+        raise VislabError("label issues need images of every class")
+    probabilities = out_of_fold_probabilities(backbone_features([items[i] for i in usable]), labels)
+    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    return [
+        {
+            "item": usable[i],
+            "given": int(labels[i]),
+            "suggested": int(probabilities[i].argmax()),
+            "given_probability": round(float(probabilities[i, labels[i]]), 4),
+            "suggested_probability": round(float(probabilities[i].max()), 4),
+        }
+        for i in ranked
+    ]
