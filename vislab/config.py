@@ -144,6 +144,11 @@ class Config(Section):
     checkpoint_every_min: float = Field(5.0, ge=0)
 
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Imbalanced classes: loss weights from the train split's counts (auto: inverse frequency; effective:
+    # the effective number of samples, Cui et al. 2019), and/or batches drawn class-balanced (with
+    # replacement, seeded per epoch, resumable).
+    class_weights: Literal["none", "auto", "effective"] = "none"
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     sched: SchedConfig = Field(default_factory=SchedConfig)

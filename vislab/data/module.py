@@ -54,15 +54,24 @@ class ResumableSampler(DistributedSampler):
     batches expects. With `keyed`, it yields (epoch, index) so that streamed datasets can seed each sample's
     augmentation."""
 
-    def __init__(self, dataset, world: int, rank: int, shuffle: bool, seed: int, keyed: bool, position):
+    def __init__(
+        self, dataset, world: int, rank: int, shuffle: bool, seed: int, keyed: bool, position, weights=None
+    ):
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
-        self.keyed, self.position = keyed, position
+        self.keyed, self.position, self.weights = keyed, position, weights
 
     def __iter__(self):
         epoch, done = self.position()
         self.set_epoch(epoch)
-        indices = list(super().__iter__())[done:]
+        indices = (self.weighted() if self.weights is not None else list(super().__iter__()))[done:]
         return iter([(epoch, i) for i in indices] if self.keyed else indices)
+
+    def weighted(self) -> list[int]:
+        """An epoch of indices drawn with replacement in proportion to `weights` (class-balanced
+        sampling), seeded by (seed, epoch) and split among the ranks like the plain shuffle."""
+        generator = torch.Generator().manual_seed(position_seed(self.seed, self.epoch))
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator)
+        return drawn[self.rank : self.total_size : self.num_replicas].tolist()
 
 
 def training_position(trainer, batch_size: int) -> tuple[int, int]:
@@ -107,15 +116,23 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 def seeded_loader(
-    dataset: Dataset, batch_size: int, train: bool, trainer, seed: int, workers: int, in_memory: bool
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    trainer,
+    seed: int,
+    workers: int,
+    in_memory: bool,
+    weights: torch.Tensor | None = None,
 ) -> DataLoader:
     """A DataLoader whose order is a function of (seed, epoch) alone, so a resumed run, even one resumed
-    mid-epoch, draws the same batches as an uninterrupted one."""
+    mid-epoch, draws the same batches as an uninterrupted one; with `weights` (per sample), drawn in
+    proportion to them."""
     world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
     sampler = None
     if train or world > 1 or not in_memory:
         position = (lambda: training_position(trainer, batch_size)) if train else (lambda: (0, 0))
-        sampler = ResumableSampler(dataset, world, rank, train, seed, not in_memory, position)
+        sampler = ResumableSampler(dataset, world, rank, train, seed, not in_memory, position, weights)
     workers = 0 if in_memory else workers
     return DeferredLoader(
         dataset,
@@ -168,11 +185,25 @@ def stream_transform(size: int, augment: AugmentConfig) -> T.Transform:
     return T.Compose(steps)
 
 
+def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights that make every class equally likely to be drawn."""
+    counts = torch.bincount(labels).clamp(min=1).double()
+    return (1.0 / counts)[labels]
+
+
 class ImageDataModule(L.LightningDataModule):
-    def __init__(self, splits: Splits, batch_size: int, num_workers: int, seed: int, augment: AugmentConfig):
+    def __init__(
+        self,
+        splits: Splits,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        augment: AugmentConfig,
+        balanced: bool = False,
+    ):
         super().__init__()
         self.splits, self.batch_size, self.num_workers = splits, batch_size, num_workers
-        self.seed, self.augment = seed, augment
+        self.seed, self.augment, self.balanced = seed, augment, balanced
 
     def dataset(self, split: Split, train: bool) -> Dataset:
         if split.in_memory:
@@ -183,8 +214,16 @@ class ImageDataModule(L.LightningDataModule):
 
     def loader(self, split: Split, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)
+        weights = balanced_weights(split.labels) if train and self.balanced else None
         return seeded_loader(
-            dataset, self.batch_size, train, self.trainer, self.seed, self.num_workers, split.in_memory
+            dataset,
+            self.batch_size,
+            train,
+            self.trainer,
+            self.seed,
+            self.num_workers,
+            split.in_memory,
+            weights,
         )
 
     def train_dataloader(self) -> DataLoader:

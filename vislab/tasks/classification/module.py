@@ -3,6 +3,7 @@ with label smoothing and soft MixUp/CutMix targets, top-1/top-5 from torchmetric
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -19,9 +20,16 @@ from vislab.tasks.base import Prepared, TaskModule, build_model
 
 
 class ClassificationModule(TaskModule):
-    def __init__(self, model: nn.Module, config: Config, batch_augment: BatchAugment, meta: ModelMeta):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Config,
+        batch_augment: BatchAugment,
+        meta: ModelMeta,
+        class_weight: torch.Tensor | None = None,
+    ):
         super().__init__(model, config, meta)
-        self.batch_augment = batch_augment
+        self.batch_augment, self.class_weight = batch_augment, class_weight
         num_classes = len(meta.classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, average="micro")
@@ -35,7 +43,8 @@ class ClassificationModule(TaskModule):
         images, labels = batch
         inputs, targets = self.batch_augment(images, labels)
         logits = self.model(self.model_inputs(inputs))
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+        weight = None if self.class_weight is None else self.class_weight.to(logits.device)
+        loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
         # With MixUp/CutMix the targets are soft; accuracy is against the dominant label of each mix.
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.train_acc(logits, hard)
@@ -51,6 +60,18 @@ class ClassificationModule(TaskModule):
         self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("val_top1", self.val_top1, on_epoch=True, prog_bar=True)
         self.log("val_top5", self.val_top5, on_epoch=True)
+
+
+def loss_weights(labels: torch.Tensor, num_classes: int, kind: str) -> torch.Tensor | None:
+    """Class weights for the loss from the train split's counts, scaled to average 1: inverse frequency
+    (auto), or the inverse effective number of samples (1 - beta^n) / (1 - beta), beta = 0.999 (Cui et
+    al., "Class-Balanced Loss Based on Effective Number of Samples", 2019)."""
+    if kind == "none":
+        return None
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).double()
+    beta = 0.999
+    weights = 1.0 / counts if kind == "auto" else (1 - beta) / (1 - beta**counts)
+    return (weights * num_classes / weights.sum()).float()
 
 
 def input_size(config: Config) -> int | None:
@@ -97,13 +118,18 @@ def prepare_classification(config: Config) -> Prepared:
     augment = BatchAugment(
         config.augment, config.mean, config.std, num_classes, per_image_in_workers=not splits.train.in_memory
     )
-    datamodule = ImageDataModule(splits, config.batch_size, config.num_workers, config.seed, config.augment)
+    balanced = config.sampler == "balanced"
+    datamodule = ImageDataModule(
+        splits, config.batch_size, config.num_workers, config.seed, config.augment, balanced
+    )
+    weights = loss_weights(splits.train.labels, num_classes, config.class_weights)
     info = {
         "train_size": len(splits.train),
         "val_size": len(splits.val),
         "num_classes": num_classes,
         "classes": splits.classes,
+        "sampler": config.sampler,
+        "class_weights": None if weights is None else [round(w, 4) for w in weights.tolist()],
     }
-    return Prepared(
-        config, ClassificationModule(model, config, augment, meta), datamodule, info, splits.skipped
-    )
+    module = ClassificationModule(model, config, augment, meta, weights)
+    return Prepared(config, module, datamodule, info, splits.skipped)

@@ -38,6 +38,8 @@ SEGMENTATION = Task(
         "augment.cutout": ONLY_CLASSIFICATION,
         "augment.mixup": ONLY_CLASSIFICATION,
         "augment.cutmix": ONLY_CLASSIFICATION,
+        "class_weights": "segmentation weighs its pixel classes with segmentation.class_weights",
+        "sampler": ONLY_CLASSIFICATION,
         "finetune.head_hidden": "segmentation models have no classifier head",
         "finetune.head_dropout": "segmentation models have no classifier head",
         "val_fraction": "segmentation datasets bring their own val split",
