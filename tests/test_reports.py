@@ -1,5 +1,6 @@
 import base64
 import io
+import re
 from html.parser import HTMLParser
 
 import numpy as np
@@ -25,6 +26,8 @@ SECTIONS = [
     "gradcam",
     "activations",
     "misclassified",
+    "confusion-cells",
+    "highest-loss",
 ]
 
 
@@ -70,6 +73,8 @@ def test_training_writes_a_self_contained_report_with_every_section(cifar_run):
         image.load()
         assert image.width > 300 and image.height > 200
     assert "airplane" in html and "Macro ROC AUC" in html
+    # The drill-down names real files: the highest-loss table lists images of the val split by file name.
+    assert "Highest-loss val images" in html and re.search(r"<td>\d+\.jpg</td>", html)
     markdown = (cifar_run / "report" / "report.md").read_text()
     assert "## Confusion matrix" in markdown and "(confusion.png)" in markdown
 

@@ -58,6 +58,8 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions) -> Path:
         sections.append(cam_section(model, data, labels, predicted, probs, options.gallery, out))
     sections.append(activation_section(model, data, out))
     sections.append(gallery_section(data, labels, predicted, probs, options.gallery, out))
+    sections.append(confusion_cells_section(data, labels, predicted, probs, out))
+    sections.append(highest_loss_section(data, labels, predicted, probs, options.gallery, out))
 
     title = f"vislab report: {run_dir.name} ({options.split})"
     write_html(out / "report.html", title, sections)
@@ -229,3 +231,49 @@ def gallery_section(data: EvalData, labels, predicted, probs, count: int, out: P
     ]
     grid = plots.image_grid(images, titles, "Most confidently misclassified images")
     return Section("misclassified", "Most confidently misclassified", [save(grid, out / "misclassified.png")])
+
+
+def image_name(data: EvalData, index: int) -> str:
+    files = data.split.files
+    return Path(files[index]).name if files else f"{data.split_name} #{index}"
+
+
+def confusion_cells_section(data: EvalData, labels, predicted, probs, out: Path, pairs: int = 3) -> Section:
+    """The images behind the most frequent confusions, most confident first."""
+    classes = data.meta.classes
+    wrong = labels != predicted
+    cells = sorted(
+        {(int(t), int(p)) for t, p in zip(labels[wrong], predicted[wrong])},
+        key=lambda c: -int(((labels == c[0]) & (predicted == c[1])).sum()),
+    )[:pairs]
+    section = Section("confusion-cells", "Behind the most frequent confusions")
+    for true, guess in cells:
+        chosen = most_confident((labels == true) & (predicted == guess), probs.max(1), 12)
+        images = [im[..., 0] if im.shape[2] == 1 else im for im in split_images(data, chosen)]
+        titles = [f"{image_name(data, i)}\n{probs[i, guess]:.2f}" for i in chosen]
+        grid = plots.image_grid(images, titles, f"true {classes[true]}, predicted {classes[guess]}")
+        section.images.append(save(grid, out / f"confusion_{true}_{guess}.png"))
+    section.note = (
+        "No image was misclassified."
+        if not cells
+        else "File names, and the probability given to the wrong class."
+    )
+    return section
+
+
+def highest_loss_section(data: EvalData, labels, predicted, probs, count: int, out: Path) -> Section:
+    """The images the model finds hardest: highest cross-entropy on their given label (mislabelled
+    images often lead this list)."""
+    classes = data.meta.classes
+    loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
+    chosen = np.argsort(-loss)[:count].tolist()
+    images = [im[..., 0] if im.shape[2] == 1 else im for im in split_images(data, chosen)]
+    titles = [f"{image_name(data, i)}\ngiven {classes[labels[i]]}" for i in chosen]
+    rows = [[image_name(data, i), classes[labels[i]], classes[predicted[i]], float(loss[i])] for i in chosen]
+    return Section(
+        "highest-loss",
+        f"Highest-loss {data.split_name} images",
+        [save(plots.image_grid(images, titles, "Highest loss first"), out / "highest_loss.png")],
+        [Table(["file", "given", "predicted", "loss"], rows)],
+        "Worth a look before trusting the labels: cross-entropy of the given label, highest first.",
+    )
