@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 import yaml
 
+from vislab.check import check_dataset, summary_lines
 from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to_yaml
 from vislab.data import registered_datasets, with_augment_defaults
 from vislab.data.registry import shown_name
@@ -83,6 +84,7 @@ def build(context: Context) -> Setup:
             )
             upload = gr.File(label="or upload a zip of class folders", file_types=[".zip"], elem_id="zip")
             look = gr.Button("Check data (downloads a missing built-in dataset)", elem_id="check-data")
+            audit = gr.Button("Audit: bad files, leaks, label issues (vislab check)", elem_id="audit")
         with gr.Column(scale=1):
             recipe = gr.Dropdown(recipe_choices(context), value="", label="recipe", elem_id="recipe")
             model = gr.Dropdown(
@@ -116,6 +118,10 @@ def build(context: Context) -> Setup:
             summary = gr.Markdown(elem_id="data-summary")
             counts = gr.Dataframe(label="images per class and split", interactive=False, elem_id="counts")
             samples = gr.Gallery(label="samples", columns=6, height=360, elem_id="samples")
+            audit_summary = gr.Markdown(elem_id="audit-summary")
+            audit_pictures = gr.Gallery(
+                label="audit: leaks and label issues", columns=2, elem_id="audit-pictures"
+            )
 
     form = [recipe, source, dataset, folder, model, epochs, batch, lr, size, extra, name]
 
@@ -154,6 +160,19 @@ def build(context: Context) -> Setup:
         preview = get_task(config.task).preview(config)
         table = {"headers": preview.columns, "data": preview.rows}
         return "", preview.summary, table, preview.samples
+
+    @guarded(2)
+    def run_audit(*values, progress=DOWNLOAD_PROGRESS):
+        config = config_of(train_args(*values))
+        out = context.runs_dir / "check" / (Path(config.data.split(":", 1)[-1]).name or config.data)
+        findings = check_dataset(config, out)
+        lines = "\n".join(f"- {line}" for line in summary_lines(findings))
+        pictures = [(str(out / f), f) for f in ("leaks.png", "label_issues.png") if (out / f).is_file()]
+        return (
+            f"wrote {out / 'check.html'}",
+            f"{lines}\n\nFixes: `vislab check {config.data} --fix`",
+            pictures,
+        )
 
     @guarded(2)
     def unpack(file):
@@ -200,6 +219,7 @@ def build(context: Context) -> Setup:
     recipe.change(pick_recipe, recipe, [source, dataset, folder, model, epochs, batch, lr, size])
     upload.upload(unpack, upload, [message, source, folder])
     look.click(check, form, [message, summary, counts, samples])
+    audit.click(run_audit, form, [message, audit_summary, audit_pictures])
     model.change(count, model, [message, parameters])
     save.click(save_recipe, [recipe_name, *form], message).then(
         lambda: gr.update(choices=recipe_choices(context)), None, recipe
