@@ -153,16 +153,18 @@ def main() -> None:
                         stderr=subprocess.DEVNULL,
                     )
                     time.sleep(15)  # past start-up: training has the CPU
-                loads = [page_load(browser, url) for _ in range(args.repeats)]
-                trips = predict_round_trips(browser, url, photo, args.repeats)
+                try:
+                    loads = [page_load(browser, url) for _ in range(args.repeats)]
+                    trips = predict_round_trips(browser, url, photo, args.repeats)
+                finally:
+                    if trainer is not None:
+                        trainer.terminate()
+                        trainer.wait()
                 results[situation] = {
                     "page load": summary(loads),
                     "first predict (loads the model)": f"{trips[0]:.2f} s",
                     "predict round trip": summary(trips[1:]),
                 }
-                if trainer is not None:
-                    trainer.terminate()
-                    trainer.wait()
             browser.close()
     finally:
         server.terminate()
