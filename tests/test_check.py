@@ -106,3 +106,11 @@ def test_apply_moves_leaks_and_bad_files_out_and_a_second_check_is_clean(tmp_pat
 def test_check_refuses_what_it_cannot_audit(cli, tmp_path):
     result = cli("check", f"folder:{tmp_path / 'missing'}", "--no-labels")
     assert result.code == 2 and "dataset folder not found" in result.err
+
+
+def test_tensor_datasets_are_audited_without_files(cli, tmp_path):
+    result = cli("check", "digits", "--no-labels", "--out", tmp_path, "--fix")
+    assert result.code == 0, result.err
+    # 8x8 digits are too small for perceptual hashes: only exact copies are searched, and none are found.
+    assert "tiny images (a side under 16 px; only exact copies searched): 1797" in result.out
+    assert "leaks across splits: 0" in result.out and "0 fixes written" in result.out

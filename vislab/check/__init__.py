@@ -117,6 +117,7 @@ def summary_lines(findings: dict) -> list[str]:
         f"leaks across splits: {len(findings['leaks'])} image pairs",
         f"duplicates within a split: {len(findings['duplicates'])} pairs",
         f"unreadable or wrongly named files: {len(findings['unreadable'])}",
+        f"tiny images (a side under {TINY} px; only exact copies searched): {len(findings['sizes']['tiny'])}",
         f"imbalance (largest/smallest train class): {counts['imbalance_ratio']}"
         + (f"; too few images: {', '.join(counts['too_few'][:5])}" if counts["too_few"] else ""),
         f"label issues: {len(findings['label_issues'])} suspects",

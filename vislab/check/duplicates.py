@@ -14,7 +14,8 @@ from vislab.check.inventory import Item
 
 HASH_DISTANCE = 12  # of 64 bits: candidates
 THUMBNAIL_CORRELATION = 0.9  # confirmed copies
-BLOCK = 1024  # rows of the pairwise comparison at a time
+BLOCK = 256  # rows of the pairwise comparison at a time
+THUMBNAIL = 16
 
 
 @dataclass
@@ -40,6 +41,16 @@ def find_duplicates(items: list[Item]) -> list[Duplicate]:
     for group in by_digest.values():
         for other in group[1:]:
             found[(group[0], other)] = "exact"
+    # Below the thumbnail's own 16x16, hashes and thumbnails say too little (every 8x8 "1" looks alike):
+    # such images are only compared for exact copies.
+    add_near_copies(items, [i for i in usable if min(items[i].size) >= THUMBNAIL], found)
+    return [Duplicate(a, b, kind, items[a].split != items[b].split) for (a, b), kind in sorted(found.items())]
+
+
+def add_near_copies(items: list[Item], usable: list[int], found: dict[tuple[int, int], str]) -> None:
+    """Adds the near and mirrored copies among `usable` items to `found` ((first, second) -> kind)."""
+    if len(usable) < 2:
+        return
     hashes = np.array([items[i].hashes[0] for i in usable], dtype=np.uint64)
     mirrored = np.array([items[i].hashes[1] for i in usable], dtype=np.uint64)
     thumbnails = np.stack([items[i].thumbnail for i in usable])
@@ -57,4 +68,3 @@ def find_duplicates(items: list[Item]) -> list[Duplicate]:
                 other = thumbnails[b].reshape(16, 16)[:, ::-1].ravel() if flip else thumbnails[b]
                 if float(thumbnails[a] @ other) >= THUMBNAIL_CORRELATION:
                     found[pair] = kind
-    return [Duplicate(a, b, kind, items[a].split != items[b].split) for (a, b), kind in sorted(found.items())]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
@@ -35,6 +35,7 @@ class Item:
     label: int
     path: Path | None  # None for a built-in dataset held as tensors
     image: np.ndarray | None = None  # HxWxC uint8, for tensors only
+    index_in_split: int = 0
     # Filled by `fingerprint`:
     problem: str | None = None
     size: tuple[int, int] | None = None
@@ -46,8 +47,6 @@ class Item:
     @property
     def name(self) -> str:
         return str(self.path) if self.path else f"{self.split}#{self.index_in_split}"
-
-    index_in_split: int = field(default=0)
 
 
 def collect(config: Config) -> tuple[list[str], list[Item], list[tuple[Path, str]]]:
