@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import copy_classes
+from conftest import copy_classes, small_copy
 
 pytestmark = pytest.mark.slow
 
@@ -114,3 +114,21 @@ def test_tensor_datasets_are_audited_without_files(cli, tmp_path):
     # 8x8 digits are too small for perceptual hashes: only exact copies are searched, and none are found.
     assert "tiny images (a side under 16 px; only exact copies searched): 1797" in result.out
     assert "leaks across splits: 0" in result.out and "0 fixes written" in result.out
+
+
+def test_segmentation_folders_are_audited_for_bad_pairs_and_leaks(cli, tmp_path, camvid):
+    data = small_copy(camvid, tmp_path / "seg", 6, 3)
+    val_image = sorted((data / "val" / "images").iterdir())[0]
+    shutil.copy(val_image, data / "train" / "images" / f"leak{val_image.suffix}")
+    shutil.copy(data / "val" / "masks" / f"{val_image.stem}.png", data / "train" / "masks" / "leak.png")
+    broken = sorted((data / "train" / "masks").iterdir())[0]
+    broken.write_bytes(b"not a png")
+    result = cli("check", f"segfolder:{data}", "segmentation.ignore_index=11", "--out", tmp_path / "out")
+    assert result.code == 0, result.err
+    found = json.loads((tmp_path / "out" / "check.json").read_text())
+    assert [r["file"] for r in found["unreadable"]] == [str(broken)]
+    leak = str(data / "train" / "images" / f"leak{val_image.suffix}")
+    # The planted copy; CamVid's consecutive video frames may add near-identical pairs of their own.
+    assert {leak, str(val_image)} in [{r["first"], r["second"]} for r in found["leaks"]]
+    assert found["label_issues"] == []
+    assert found["counts"]["images_per_split"] == {"train": 7, "val": 3}

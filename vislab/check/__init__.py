@@ -36,7 +36,8 @@ def check_dataset(config: Config, out: Path, with_labels: bool = True) -> dict:
     progress("looking for duplicates")
     duplicates = find_duplicates(items)
     suspects = []
-    if with_labels:
+    segmentation = all(item.label < 0 for item in items)
+    if with_labels and not segmentation:  # a mask has no one label to doubt
         progress(f"label issues: out-of-fold probabilities from frozen {len(items)}-image features")
         suspects = label_issues(items, len(classes))
     findings = {
@@ -93,6 +94,9 @@ def size_summary(items: list[Item]) -> dict:
 
 def class_counts(items: list[Item], classes: list[str]) -> dict:
     splits = sorted({item.split for item in items}, key=["train", "val", "test"].index)
+    if all(item.label < 0 for item in items):  # segmentation: images per split
+        per_split = {s: sum(item.split == s for item in items) for s in splits}
+        return {"images_per_split": per_split, "imbalance_ratio": None, "too_few": [], "per_split": {}}
     counts = {
         s: np.bincount([i.label for i in items if i.split == s], minlength=len(classes)) for s in splits
     }
@@ -183,16 +187,19 @@ def write_page(out: Path, findings: dict, items: list[Item], duplicates, suspect
             )
         )
     per_split = findings["counts"]["per_split"]
-    sections.append(
-        Section(
-            "counts",
-            "Images per class",
-            tables=[
-                Table(["class", *per_split], [[c, *(per_split[s][c] for s in per_split)] for c in classes])
-            ],
-            note=f"Imbalance ratio (train) {findings['counts']['imbalance_ratio']}.",
+    if per_split:  # classification
+        sections.append(
+            Section(
+                "counts",
+                "Images per class",
+                tables=[
+                    Table(
+                        ["class", *per_split], [[c, *(per_split[s][c] for s in per_split)] for c in classes]
+                    )
+                ],
+                note=f"Imbalance ratio (train) {findings['counts']['imbalance_ratio']}.",
+            )
         )
-    )
     if suspects:
         shown = suspects[:SHOWN]
         grid = plots.image_grid(

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 from vislab.config import Config
 from vislab.data import load_dataset
 from vislab.data.images import opened
+from vislab.data.segmentation import SegSplits, check_pair
 from vislab.errors import VislabError
 
 FORMAT_SUFFIXES = {
@@ -53,8 +54,8 @@ def collect(config: Config) -> tuple[list[str], list[Item], list[tuple[Path, str
     """The classes, one Item per image of every split, and the files that could not even be opened."""
     checked = config.model_copy(update={"in_memory": False, "skip_bad_images": True})
     splits = load_dataset(checked)
-    if not hasattr(splits, "classes") or not hasattr(splits.train, "labels"):
-        raise VislabError("vislab check audits classification datasets (segmentation: not yet)")
+    if isinstance(splits, SegSplits):
+        return segmentation_items(splits)
     items = []
     for name in ("train", "val", "test"):
         split = splits.split(name)
@@ -74,6 +75,21 @@ def collect(config: Config) -> tuple[list[str], list[Item], list[tuple[Path, str
         except VislabError as error:
             unreadable.append((path, str(error)))
     return splits.classes, items, unreadable
+
+
+def segmentation_items(splits: SegSplits) -> tuple[list[str], list[Item], list[tuple[Path, str]]]:
+    """Images of a segmentation dataset (label -1: a mask is no class), and the pairs whose mask is
+    missing, unreadable or does not fit its image, named by the check training runs itself."""
+    items, bad = [], []
+    for name in ("train", "val"):
+        split = splits.split(name)
+        for index, (image, mask) in enumerate(zip(split.image_files, split.mask_files)):
+            items.append(Item(name, -1, image, index_in_split=index))
+            try:
+                check_pair(image, mask, len(splits.classes), splits.ignore_index)
+            except VislabError as error:
+                bad.append((mask, str(error)))
+    return splits.classes, items, bad
 
 
 def fingerprint(item: Item) -> Item:

@@ -208,7 +208,7 @@ def finish(splits: SegSplits, request: LoadRequest) -> SegSplits:
         part = getattr(splits, name)
         if in_memory:
             setattr(splits, name, into_memory(part, size, len(splits.classes), splits.ignore_index))
-        else:
+        elif not request.skip_bad_images:  # only `vislab check` asks for this: it checks every pair itself
             check_split(part, len(splits.classes), splits.ignore_index)
     splits.image_size = size
     return splits
