@@ -49,14 +49,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cifar", type=Path, default=Path("../shared/data/cifar10-jpg.tar.gz"))
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument(
+        "--transfer",
+        action="store_true",
+        help="a linear head on frozen ImageNet TF EfficientNet-Lite0 features at 96 px instead of ResNet-8",
+    )
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vislab-imbalance-"))
     data = build(args.cifar, work / "data")
     rows = []
-    for label, extra in SETTINGS.items():
+    model = ["model=resnet8", "batch_size=64"]
+    if args.transfer:
+        model = [
+            "model=timm:tf_efficientnet_lite0",
+            "pretrained=true",
+            "finetune.mode=linear",
+            "image_size=96",
+        ]
+        model.append("batch_size=64")
+    for label in args.settings:
+        extra = SETTINGS[label]
         name = label.replace("=", "-")
         started = time.perf_counter()
-        common = [f"data=folder:{data}", "model=resnet8", f"epochs={args.epochs}", "batch_size=64"]
+        common = [f"data=folder:{data}", *model, f"epochs={args.epochs}"]
         command = [sys.executable, "-m", "vislab", "train", *common, *extra, f"runs_dir={work / 'runs'}"]
         subprocess.run([*command, f"name={name}", "report=false", "trainer.progress_bar=false"], check=True)
         subprocess.run([sys.executable, "-m", "vislab", "eval", str(work / "runs" / name)], check=True)
@@ -68,7 +84,7 @@ def main() -> None:
             (label, minority, majority, result["top1"], result["macro_f1"], time.perf_counter() - started)
         )
     print(
-        f"\n{platform.machine()}, {time.strftime('%Y-%m-%d')}, resnet8, {args.epochs} epochs, batch 64; "
+        f"\n{platform.machine()}, {time.strftime('%Y-%m-%d')}, {' '.join(model)}, {args.epochs} epochs; "
         f"train 300 per class, {', '.join(MINORITY)} cut to 15; val 100 per class\n"
     )
     print(
