@@ -10,12 +10,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vislab.check.duplicates import find_duplicates
 from vislab.check.inventory import TINY, Item, collect, fingerprint_all
 from vislab.check.labels import label_issues
 from vislab.config import Config
+from vislab.data.images import opened
 from vislab.reports import plots
 from vislab.reports.document import Section, Table, progress, write_html
 from vislab.reports.plots import save
@@ -131,7 +131,7 @@ def summary_lines(findings: dict) -> list[str]:
 def thumbnail(item: Item) -> np.ndarray:
     if item.path is None:
         return item.image.squeeze(2) if item.image.shape[2] == 1 else item.image
-    with Image.open(item.path) as image:
+    with opened(item.path) as image:
         return np.asarray(image.convert("RGB"))
 
 

@@ -14,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vislab.check.inventory import Item
+from vislab.data.builtin import resize_all
 from vislab.data.images import normalise, read_image
 from vislab.errors import VislabError
 
@@ -41,12 +42,7 @@ def item_tensor(item: Item) -> torch.Tensor:
     if item.path is not None:
         return read_image(item.path, 3, FEATURE_SIZE)
     image = torch.from_numpy(item.image).permute(2, 0, 1)
-    image = image.expand(3, -1, -1) if image.shape[0] == 1 else image
-    return (
-        torch.nn.functional.interpolate(image[None].float(), size=FEATURE_SIZE, mode="bilinear")[0]
-        .round()
-        .byte()
-    )
+    return resize_all(image.expand(3, -1, -1)[None], FEATURE_SIZE)[0]
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
