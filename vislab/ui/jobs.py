@@ -146,11 +146,12 @@ def read_progress(run_dir: Path) -> dict:
         return {}
 
 
-def run_state(run_dir: Path) -> str:
-    """finished (summary.json), training (its process is alive), stopped (resumable), or new."""
+def run_state(run_dir: Path, progress: dict | None = None) -> str:
+    """finished (summary.json), training (its process is alive), stopped (resumable), or new; `progress`
+    is the run's progress.json when the caller has already read it."""
     if (run_dir / "summary.json").is_file():
         return "finished"
-    pid = read_progress(run_dir).get("pid")
+    pid = (read_progress(run_dir) if progress is None else progress).get("pid")
     if pid and process_alive(pid):
         return "training"
     return "stopped" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "new"

@@ -36,7 +36,8 @@ def selected_run(context: Context, choice: str) -> tuple[Path | None, Job | None
 def describe(run_dir: Path | None, job: Job | None) -> str:
     if run_dir is None:
         return f"job {job.number}: {job.state}, starting" if job else "no run yet: press Start"
-    progress, state = read_progress(run_dir), run_state(run_dir)
+    progress = read_progress(run_dir)
+    state = run_state(run_dir, progress)
     head = f"**{run_dir.name}**: {state}"
     if job is not None and job.state in ("stopped", "failed") and state != "finished":
         head += f" (job {job.number} {job.state}, exit code {job.exit_code})"
@@ -78,8 +79,8 @@ def curve_version(run_dir: Path | None) -> tuple | None:
 
 def queue_table(context: Context) -> dict:
     rows = [
-        [j.number, j.state, j.find_run_dir().name if j.find_run_dir() else "", "vislab train " + j.title]
-        for j in reversed(context.jobs.jobs)
+        [j.number, j.state, run.name if run else "", "vislab train " + j.title]
+        for j, run in ((j, j.find_run_dir()) for j in reversed(context.jobs.jobs))
     ]
     return {"headers": ["job", "state", "run", "command"], "data": rows or [["", "", "", ""]]}
 
@@ -106,8 +107,9 @@ def build(context: Context, setup: Setup) -> None:
         run_dir, job = selected_run(context, choice)
         if job is not None and job.state in ("running", "queued"):
             return context.jobs.stop(job)
-        pid = read_progress(run_dir).get("pid") if run_dir else None
-        if run_dir is not None and run_state(run_dir) == "training" and pid:
+        progress = read_progress(run_dir) if run_dir else {}
+        if run_dir is not None and run_state(run_dir, progress) == "training" and progress.get("pid"):
+            pid = progress["pid"]
             os.kill(pid, signal.SIGTERM)  # a run started elsewhere (a shell): the same stop
             return f"asked {run_dir.name} (process {pid}) to stop"
         raise VislabError("nothing is training to stop")
