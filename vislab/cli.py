@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run or checkpoint on a split")
     evaluate.add_argument("run", metavar="RUN_OR_CKPT")
     evaluate.add_argument("--split", choices=["train", "val", "test"], default="val")
+    evaluate.add_argument(
+        "--tta", action="store_true", help="also score with test-time augmentation (flips, shifts): the gain"
+    )
     evaluate.add_argument("overrides", nargs="*", help="e.g. data=folder:PATH to evaluate on other data")
 
     predict = commands.add_parser(
@@ -40,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", metavar="RUN_CKPT_OR_ONNX")
     predict.add_argument("target", metavar="IMAGE_OR_DIR")
     predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--tta", action="store_true", help="average over flipped (and shifted) views")
     predict.add_argument(
         "--out", type=Path, help="a .csv or .json file (segmentation: a folder for the masks)"
     )
@@ -118,16 +122,18 @@ def run_train(args) -> None:
 
 
 def run_eval(args) -> None:
-    from vislab.tasks import evaluate
+    from vislab.tasks import describe_tta, evaluate
 
-    task, result = evaluate(args.run, args.split, args.overrides)
+    task, result = evaluate(args.run, args.split, args.overrides, args.tta)
     print(task.describe_eval(result))
+    if args.tta:
+        print(describe_tta(result))
 
 
 def run_predict(args) -> None:
     from vislab.tasks import predict
 
-    for line in predict(args.run, args.target, args.out, args.topk):
+    for line in predict(args.run, args.target, args.out, args.topk, args.tta):
         print(line)
 
 

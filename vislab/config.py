@@ -20,8 +20,13 @@ class AugmentConfig(Section):
     """Training-time augmentation. `None` means "the dataset's default", filled in by `resolve_defaults`."""
 
     crop_padding: int | None = None  # random crop of the native size after zero-padding by this many pixels
+    # Random resized crop: each image keeps a random part of at least this fraction of its area (aspect
+    # 3:4 to 4:3), resized back; 0 = off. Replaces the padded crop; the default for photo-sized images.
+    crop_scale: float | None = Field(None, ge=0, le=1)
     hflip: bool | None = None
+    rotation: float | None = Field(None, ge=0, le=180)  # random rotation within +-degrees, 0 = off
     color_jitter: float | None = None  # strength of brightness/contrast/saturation jitter, 0 = off
+    hue: float | None = Field(None, ge=0, le=0.5)  # random hue shift, +-this fraction of the colour wheel
     randaugment_n: int | None = None  # ops per image, 0 = off
     randaugment_m: int | None = Field(None, ge=0, le=30)  # magnitude on RandAugment's 0..30 scale
     cutout: int | None = None  # side of the square cut out, 0 = off

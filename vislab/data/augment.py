@@ -28,6 +28,38 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool) -> torch.T
     return padded.flatten(2).gather(2, index).view_as(images)
 
 
+def random_affine(
+    images: torch.Tensor, crop_scale: float, rotation: float, hflip: bool, fill: float = 0.0
+) -> torch.Tensor:
+    """Random resized crop (a part of at least `crop_scale` of the area, aspect 3:4 to 4:3, at a random
+    place, resized back; 1 = whole image), rotation within +-`rotation` degrees and, with `hflip`, a mirror
+    for a random half: one affine grid per image, all sampled in one `grid_sample` call."""
+    batch, _, height, width = images.shape
+    device = images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(batch, device=device)
+
+    area = uniform(crop_scale, 1.0)
+    aspect = uniform(-0.2877, 0.2877).exp()  # log(4/3): torchvision's ratio range
+    crop_w, crop_h = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
+    centre_x, centre_y = uniform(-1, 1) * (1 - crop_w), uniform(-1, 1) * (1 - crop_h)
+    angle = uniform(-rotation, rotation).deg2rad()
+    cos, sin = angle.cos(), angle.sin()
+    mirror = torch.where(torch.rand(batch, device=device) < 0.5, -1.0, 1.0) if hflip else torch.ones_like(cos)
+    # Output (x, y) in [-1, 1] maps to input coordinates; the rotation is in pixels, hence the aspect terms.
+    theta = torch.stack(
+        [
+            torch.stack([cos * crop_w * mirror, -sin * crop_h * height / width, centre_x], 1),
+            torch.stack([sin * crop_w * mirror * width / height, cos * crop_h, centre_y], 1),
+        ],
+        1,
+    )
+    grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    sampled = nn.functional.grid_sample(images.float() - fill, grid, align_corners=False)
+    return sampled + fill
+
+
 def grayscale(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:
         return images
@@ -48,15 +80,33 @@ def color_jitter(images: torch.Tensor, strength: float) -> torch.Tensor:
     return images.clamp(0, 1)
 
 
-def cutout(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Zeroes a size x size square (clipped at the border) at a random centre per image."""
+# RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane about the luma axis Y.
+RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def hue_shift(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """Shifts each image's hue by a random fraction of the colour wheel in [-strength, strength]."""
+    if images.shape[1] != 3:
+        return images
+    angle = (torch.rand(len(images), device=images.device) * 2 - 1) * strength * 2 * torch.pi
+    cos, sin = angle.cos(), angle.sin()
+    rotate = torch.zeros(len(images), 3, 3, device=images.device)
+    rotate[:, 0, 0] = 1
+    rotate[:, 1, 1], rotate[:, 1, 2], rotate[:, 2, 1], rotate[:, 2, 2] = cos, -sin, sin, cos
+    to_yiq = RGB_TO_YIQ.to(images.device)
+    matrix = torch.linalg.inv(to_yiq) @ rotate @ to_yiq
+    return torch.einsum("bij,bjhw->bihw", matrix, images).clamp(0, 1)
+
+
+def cutout(images: torch.Tensor, size: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Fills a size x size square (clipped at the border) at a random centre per image with `fill`."""
     batch, _, height, width = images.shape
     top = torch.randint(0, height, (batch, 1, 1), device=images.device) - size // 2
     left = torch.randint(0, width, (batch, 1, 1), device=images.device) - size // 2
     ys = torch.arange(height, device=images.device)[None, :, None]
     xs = torch.arange(width, device=images.device)[None, None, :]
     inside = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
-    return images.masked_fill(inside[:, None], 0.0)
+    return torch.where(inside[:, None], fill, images)
 
 
 class BatchAugment(nn.Module):
@@ -86,20 +136,30 @@ class BatchAugment(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() / 255 - self.mean) / self.std
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training-time path: returns normalised images and targets (class indices, or soft labels
-        when MixUp/CutMix are on)."""
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """The augmentations that change pixels alone, uint8 in, floats in [0, 1] out: what training
+        normalises, and what `vislab augment` writes to disk."""
         aug = self.augment
-        if self.on_device and (aug.crop_padding or aug.hflip):
+        if self.on_device and (aug.crop_padding or aug.hflip) and not aug.crop_scale:
             images = random_crop_flip(images, aug.crop_padding, aug.hflip)
+        if self.on_device and (aug.crop_scale or aug.rotation):
+            flip = aug.hflip and bool(aug.crop_scale)  # else the padded crop above has flipped already
+            images = random_affine(images, aug.crop_scale or 1.0, aug.rotation, flip)
         images = images.float() / 255
         if aug.color_jitter:
             images = color_jitter(images, aug.color_jitter)
+        if self.on_device and aug.hue:
+            images = hue_shift(images, aug.hue)
         if self.on_device and aug.randaugment_n:
             images = rand_augment(images, aug.randaugment_n, aug.randaugment_m)
-        images = (images - self.mean) / self.std
-        if aug.cutout:
-            images = cutout(images, aug.cutout)
+        if aug.cutout:  # filled with the mean colour: zero once normalised
+            images = cutout(images, aug.cutout, self.mean)
+        return images
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-time path: returns normalised images and targets (class indices, or soft labels
+        when MixUp/CutMix are on)."""
+        images = (self.pixels(images) - self.mean) / self.std
         if self.mix is not None:
             images, labels = self.mix(images, labels)
         return images, labels

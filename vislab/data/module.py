@@ -175,11 +175,20 @@ class ImageFiles(Dataset):
         return self.transform(to_tensor(image)), self.labels[index]
 
 
+STREAMED_CROP_SCALE = 0.35  # streamed files come at their own sizes: they are always crop-resized
+
+
 def stream_transform(size: int, augment: AugmentConfig) -> T.Transform:
-    """Per-image training transforms for streamed data: random resized crop, flip and RandAugment."""
-    steps = [T.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True)]
+    """Per-image training transforms for streamed data: random resized crop, flip, rotation, hue and
+    RandAugment (colour jitter, Cutout and MixUp run on the batch, as for in-memory data)."""
+    scale = (augment.crop_scale or STREAMED_CROP_SCALE, 1.0)
+    steps = [T.RandomResizedCrop(size, scale=scale, antialias=True)]
     if augment.hflip:
         steps.append(T.RandomHorizontalFlip())
+    if augment.rotation:
+        steps.append(T.RandomRotation(augment.rotation))
+    if augment.hue:
+        steps.append(T.ColorJitter(hue=augment.hue))
     if augment.randaugment_n:
         steps.append(T.RandAugment(augment.randaugment_n, augment.randaugment_m))
     return T.Compose(steps)

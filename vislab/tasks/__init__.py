@@ -3,6 +3,7 @@ run follows from its data and its model; `task=` only confirms it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,11 @@ from vislab.export import FORMATS, export_model, load_predictor
 from vislab.models import model_task
 from vislab.reports.compare import compare_runs, load_runs
 from vislab.reports.document import ReportOptions
+from vislab.runs import write_eval
 from vislab.tasks.base import Prepared, Task
 from vislab.tasks.classification import CLASSIFICATION
 from vislab.tasks.segmentation import SEGMENTATION
+from vislab.tta import TestTimeAugment
 
 TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, SEGMENTATION)}
 
@@ -87,16 +90,44 @@ def prepare(config: Config) -> Prepared:
 
 
 def evaluate(
-    run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None
+    run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None, tta: bool = False
 ) -> tuple[Task, dict]:
+    """A checkpoint's scores on a split. With `tta`, scored with test-time augmentation, and also without
+    it: the result's `tta` entry holds the headline score both ways and the gain."""
     checkpoint = load_checkpoint(run_or_checkpoint)
     task = get_task(checkpoint.meta.task)
-    return task, task.evaluate(checkpoint, split, overrides or [])
+    if not tta:
+        return task, task.evaluate(checkpoint, split, overrides or [], False)
+    without = task.evaluate(checkpoint, split, overrides or [], False)
+    result = task.evaluate(checkpoint, split, overrides or [], True)
+    score = task.monitor.removeprefix("val_")
+    result["tta"] = {
+        "score": score,
+        "with": result[score],
+        "without": without[score],
+        "gain": round(result[score] - without[score], 6),
+    }
+    write_eval(checkpoint.run_dir, split, result)
+    return task, result
 
 
-def predict(source: str | Path, target: str | Path, out: Path | None = None, topk: int = 5) -> list[str]:
-    """Predictions for an image or a folder from a run, a checkpoint or an exported ONNX file."""
+def describe_tta(result: dict) -> str:
+    """The line `vislab eval --tta` adds: what test-time augmentation gained."""
+    tta = result["tta"]
+    return (
+        f"test-time augmentation: {tta['score']} {tta['with']:.4f} against {tta['without']:.4f} "
+        f"without ({tta['gain'] * 100:+.2f} points)"
+    )
+
+
+def predict(
+    source: str | Path, target: str | Path, out: Path | None = None, topk: int = 5, tta: bool = False
+) -> list[str]:
+    """Predictions for an image or a folder from a run, a checkpoint or an exported ONNX file (with `tta`,
+    averaged over test-time augmented views)."""
     predictor = load_predictor(source)
+    if tta:
+        predictor = replace(predictor, run=TestTimeAugment.for_model(predictor.run, predictor.meta))
     return get_task(predictor.meta.task).predict(predictor, Path(target), out, topk)
 
 

@@ -65,7 +65,7 @@ class Task:
     # Config keys that mean nothing for this task, with why: setting one is an error, not a silent no-op.
     foreign_keys: dict[str, str]
     prepare: Callable[[Config], Prepared]
-    evaluate: Callable[[Checkpoint, str, list[str]], dict]
+    evaluate: Callable[[Checkpoint, str, list[str], bool], dict]  # (checkpoint, split, overrides, tta)
     describe_eval: Callable[[dict], str]  # the one line `vislab eval` prints
     predict: Callable[[Any, Path, Path | None, int], list[str]]  # (predictor, target, out, topk) -> lines
     report: Callable[[Checkpoint, Any], Path]  # (checkpoint of a finished run, ReportOptions) -> report.html

@@ -25,6 +25,7 @@ from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
 from vislab.runs import write_eval
 from vislab.tasks.base import eval_config
+from vislab.tta import TestTimeAugment
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -126,10 +127,14 @@ def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = Fals
     return Outputs(torch.cat(logits), torch.cat(labels), torch.cat(captured) if with_features else None)
 
 
-def evaluate(checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None) -> dict:
-    """Evaluates a checkpoint and writes eval_<split>.json and confusion_<split>.csv into its run folder."""
+def evaluate(
+    checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None, tta: bool = False
+) -> dict:
+    """Evaluates a checkpoint (with `tta`, averaged over test-time augmented views) and writes
+    eval_<split>.json and confusion_<split>.csv into its run folder."""
     data = load_eval_data(checkpoint, split, overrides)
-    outputs = collect_outputs(checkpoint.model(), data)
+    model = checkpoint.model()
+    outputs = collect_outputs(TestTimeAugment.for_model(model, checkpoint.meta) if tta else model, data)
     classes = checkpoint.meta.classes
     metrics = classification_metrics(len(classes))
     metrics.update(outputs.logits, outputs.labels)

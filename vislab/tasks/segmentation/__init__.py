@@ -34,6 +34,9 @@ SEGMENTATION = Task(
     ],
     foreign_keys={
         "augment.crop_padding": "segmentation crops with segmentation.crop_size and scale_range",
+        "augment.crop_scale": "segmentation crops with segmentation.crop_size and scale_range",
+        "augment.rotation": ONLY_CLASSIFICATION,
+        "augment.hue": ONLY_CLASSIFICATION,
         "augment.randaugment_n": ONLY_CLASSIFICATION,
         "augment.cutout": ONLY_CLASSIFICATION,
         "augment.mixup": ONLY_CLASSIFICATION,

@@ -20,6 +20,7 @@ from vislab.export import Predictor
 from vislab.runs import run_dir_of, write_eval
 from vislab.tasks.base import eval_config
 from vislab.tasks.segmentation.module import padded_logits, segmentation_metrics
+from vislab.tta import TestTimeAugment
 
 
 def model_input(image: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
@@ -75,11 +76,16 @@ def load_eval_split(checkpoint: Checkpoint, split: str, overrides: list[str] | N
     return config, data
 
 
-def evaluate(checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None) -> dict:
+def evaluate(
+    checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None, tta: bool = False
+) -> dict:
     """mIoU, per-class IoU, pixel and mean class accuracy and the confusion matrix on whole images at
-    their own size; writes eval_<split>.json and confusion_<split>.csv into the run folder."""
+    their own size (with `tta`, averaged with the mirrored image); writes eval_<split>.json and
+    confusion_<split>.csv into the run folder."""
     config, data = load_eval_split(checkpoint, split, overrides)
-    return score_split(checkpoint, checkpoint.model(), config.data, data, split)
+    model = checkpoint.model()
+    model = TestTimeAugment.for_model(model, checkpoint.meta) if tta else model
+    return score_split(checkpoint, model, config.data, data, split)
 
 
 def score_split(checkpoint: Checkpoint, model, data_name: str, data: SegSplit, split: str) -> dict:
