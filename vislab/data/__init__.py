@@ -8,7 +8,13 @@ import platformdirs
 import torch
 
 from vislab.config import Config
-from vislab.data import builtin, folder, segmentation, tiny_imagenet  # noqa: F401  (importing registers them)
+from vislab.data import (  # noqa: F401  (importing registers them)
+    builtin,
+    folder,
+    photo_archives,
+    segmentation,
+    tiny_imagenet,
+)
 from vislab.data.images import read_images
 from vislab.data.registry import LoadRequest, dataset_path, get_dataset, registered_datasets
 from vislab.data.splits import Splits, channel_stats

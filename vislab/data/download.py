@@ -8,6 +8,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
@@ -65,19 +66,24 @@ def download(url: str, target: Path, md5: str | None = None, timeout: float = 30
     return target
 
 
-def extract(archive: Path, folder: Path) -> None:
-    """Unpacks a .zip or .tar(.gz) archive into `folder`, refusing members that would land outside it."""
+def extract(archive: Path, folder: Path, delete_if_damaged: bool = False) -> None:
+    """Unpacks a .zip or .tar(.gz) archive into `folder`, refusing members that would land outside it.
+    Every member is read whole, so a damaged archive fails its CRC-32 checks here; with
+    `delete_if_damaged` it is deleted, so that the next run downloads it again."""
     folder.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zipped:
-            root = folder.resolve()
-            for name in zipped.namelist():
-                if not (folder / name).resolve().is_relative_to(root):
-                    raise VislabError(f"{archive} holds a path outside its folder: {name}")
-            zipped.extractall(folder)
-        return
     try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zipped:
+                root = folder.resolve()
+                for name in zipped.namelist():
+                    if not (folder / name).resolve().is_relative_to(root):
+                        raise VislabError(f"{archive} holds a path outside its folder: {name}")
+                zipped.extractall(folder)
+            return
         with tarfile.open(archive) as tar:
             tar.extractall(folder, filter="data")
-    except (tarfile.TarError, OSError) as error:
-        raise VislabError(f"cannot extract {archive}: {error}") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        if delete_if_damaged:
+            archive.unlink(missing_ok=True)
+        again = "; it was deleted: run again to download it again" if delete_if_damaged else ""
+        raise VislabError(f"cannot extract {archive}: {error}{again}") from None
