@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +119,33 @@ def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 600) ->
 
 # No progress bar, and no report except where a test is about reports: the suite stays fast.
 QUIET = ["trainer.progress_bar=false", "report=false"]
+
+
+class RangeServer(http.server.BaseHTTPRequestHandler):
+    """Serves one file with HTTP Range support; the first answer can be cut short to test resuming."""
+
+    body, cut_first_at, seen_ranges = b"", None, []
+
+    def do_GET(self):
+        start = 0
+        if "Range" in self.headers:
+            start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
+            type(self).seen_ranges.append(start)
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.end_headers()
+        payload = self.body[start:]
+        if type(self).cut_first_at is not None:
+            payload, type(self).cut_first_at = payload[: type(self).cut_first_at], None
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeServer)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{http_server.server_port}"
+    http_server.shutdown()

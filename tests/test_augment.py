@@ -1,7 +1,10 @@
+import colorsys
+
 import torch
+import torchvision.transforms.v2.functional as F
 
 from vislab.config import AugmentConfig
-from vislab.data.augment import BatchAugment, cutout, random_crop_flip
+from vislab.data.augment import BatchAugment, cutout, hue_shift, random_affine, random_crop_flip
 from vislab.data.randaugment import rand_augment
 
 
@@ -98,3 +101,68 @@ def test_geometric_ops_move_pixels_the_way_they_say():
     assert moved[0, 0, 4, 6] == 1.0 and moved.sum() == 1.0
     turned = geometric(image, torch.tensor([OPS.index("rotate")]), torch.tensor([90.0]))
     assert turned[0, 0, 4, 4] == 1.0  # the centre is the rotation's fixed point
+
+
+def dot_images(batch: int, size: int = 33) -> torch.Tensor:
+    """Black images with a white 3x3 dot 12 pixels right of the centre."""
+    images = torch.zeros(batch, 1, size, size, dtype=torch.uint8)
+    images[:, 0, size // 2 - 1 : size // 2 + 2, size // 2 + 11 : size // 2 + 14] = 255
+    return images
+
+
+def test_rotation_turns_each_image_by_its_own_angle_uniformly_within_the_range():
+    torch.manual_seed(0)
+    rotated = random_affine(dot_images(2000), crop_scale=1.0, rotation=15, hflip=False)
+    weights = rotated[:, 0] / rotated[:, 0].sum((1, 2), keepdim=True)
+    offsets = torch.arange(33.0) - 16
+    dy, dx = (weights.sum(2) * offsets).sum(1), (weights.sum(1) * offsets).sum(1)
+    angles = torch.rad2deg(torch.atan2(dy, dx))  # where the dot's centre went, seen from the image's
+    assert angles.abs().max() <= 15.5
+    assert abs(angles.mean()) < 1 and 7 < angles.std() < 10  # uniform on [-15, 15]: std 8.7
+
+
+def test_random_resized_crop_keeps_between_scale_and_all_of_the_area():
+    torch.manual_seed(0)
+    size = 64
+    columns = torch.arange(size).float().expand(size, size)
+    images = torch.stack([columns, columns.T])[None].repeat(500, 1, 1, 1)  # x and y of each source pixel
+    cropped = random_affine(images, crop_scale=0.3, rotation=0, hflip=False)
+    width = (cropped[:, 0, :, -1] - cropped[:, 0, :, 0]).mean(1) / (size - 1)
+    height = (cropped[:, 1, -1, :] - cropped[:, 1, 0, :]).mean(1) / (size - 1)
+    area = width * height
+    assert area.min() > 0.3 - 0.05 and area.max() <= 1.0 + 1e-4
+    assert abs(area.mean() - 0.65) < 0.05  # uniform area fraction on [0.3, 1]
+    assert (cropped >= 0).all() and (cropped <= size - 1 + 1e-3).all()  # never outside the image
+
+
+def test_hue_shifts_colours_both_ways_and_keeps_grey_grey():
+    torch.manual_seed(0)
+    red = torch.tensor([0.8, 0.2, 0.2]).view(1, 3, 1, 1).repeat(1000, 1, 4, 4)
+    shifted = hue_shift(red, 0.1)[:, :, 0, 0]
+    hues = torch.tensor([colorsys.rgb_to_hsv(*rgb)[0] for rgb in shifted.tolist()])
+    hues = torch.where(hues > 0.5, hues - 1, hues)  # red sits at 0: signed shifts
+    assert hues.abs().max() < 0.1 + 0.02 and hues.min() < -0.05 and hues.max() > 0.05
+    grey = torch.full((8, 3, 4, 4), 0.5)
+    assert torch.allclose(hue_shift(grey, 0.5), grey, atol=1e-5)
+    images = torch.rand(6, 3, 8, 8)  # image by image, it is torchvision's adjust_hue
+    torch.manual_seed(1)
+    batched = hue_shift(images, 0.3)
+    torch.manual_seed(1)
+    shifts = ((torch.rand(6) * 2 - 1) * 0.3).tolist()
+    one_by_one = torch.stack([F.adjust_hue(image, shift) for image, shift in zip(images, shifts)])
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_offline_pixels_are_the_training_batch_before_normalisation():
+    augment = BatchAugment(
+        AugmentConfig(crop_padding=0, crop_scale=0.5, hflip=True, rotation=10, hue=0.1, color_jitter=0.2),
+        [0.4, 0.5, 0.6],
+        [0.2, 0.25, 0.3],
+        10,
+    )
+    images = (torch.rand(16, 3, 32, 32) * 255).to(torch.uint8)
+    torch.manual_seed(3)
+    pixels = augment.pixels(images)
+    torch.manual_seed(3)
+    trained, _ = augment(images, torch.zeros(16, dtype=torch.long))
+    assert torch.allclose((pixels - augment.mean) / augment.std, trained, atol=1e-6)

@@ -1,7 +1,5 @@
 import hashlib
-import http.server
 import io
-import threading
 import zipfile
 
 import pytest
@@ -12,7 +10,7 @@ from vislab.data.download import download
 from vislab.errors import VislabError
 from vislab.tasks import load_config
 
-from conftest import QUIET, extract_archive
+from conftest import QUIET, RangeServer, extract_archive
 
 
 @pytest.fixture(scope="module")
@@ -64,37 +62,8 @@ def test_a_short_tiny_imagenet_run_reports_top1_and_top5(tiny_dir, tmp_path):
     assert "val_top1" in rows[0] and "val_top5" in rows[0] and len(rows) == 2
 
 
-class RangeServer(http.server.BaseHTTPRequestHandler):
-    """Serves one file with HTTP Range support; the first answer can be cut short to test resuming."""
-
-    body, cut_first_at, seen_ranges = b"", None, []
-
-    def do_GET(self):
-        start = 0
-        if "Range" in self.headers:
-            start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
-            type(self).seen_ranges.append(start)
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(self.body) - start))
-        self.end_headers()
-        payload = self.body[start:]
-        if type(self).cut_first_at is not None:
-            payload, type(self).cut_first_at = payload[: type(self).cut_first_at], None
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeServer)
-    threading.Thread(target=http_server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{http_server.server_port}/tiny-imagenet-200.zip"
-    http_server.shutdown()
-
-
 def test_an_interrupted_download_resumes_and_is_checked(server, tmp_path):
+    server += "/file.bin"
     RangeServer.body = bytes(range(256)) * 4096  # 1 MiB
     RangeServer.cut_first_at, RangeServer.seen_ranges = 300_000, []
     target = tmp_path / "file.bin"
@@ -131,7 +100,7 @@ def test_tiny_imagenet_downloads_and_extracts_itself(server, tmp_path, tiny_dir,
                 f"tiny-imagenet-200/val/images/{line.split()[0]}",
             )
     RangeServer.body, RangeServer.cut_first_at = buffer.getvalue(), None
-    monkeypatch.setattr(tiny_imagenet, "URL", server)
+    monkeypatch.setattr(tiny_imagenet, "URL", server + "/tiny-imagenet-200.zip")
     monkeypatch.setattr(tiny_imagenet, "MD5", hashlib.md5(RangeServer.body).hexdigest())
     splits = load_dataset(load_config(None, ["data=tiny_imagenet", f"data_dir={tmp_path}"]))
     assert (len(splits.train), len(splits.val), len(splits.classes)) == (20, 10, 2)

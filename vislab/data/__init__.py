@@ -63,12 +63,9 @@ def stats_sample(splits: Splits, most: int = 2000) -> torch.Tensor:
     return torch.stack([t for t in tensors if t is not None])
 
 
-def with_augment_defaults(config: Config, image_size: int | None = None) -> Config:
-    """Fills the augmentation keys left unset (null) with the dataset's defaults for images of
-    `image_size` (default: the config's); those that depend on a size not known yet stay null."""
+def with_augment_defaults(config: Config) -> Config:
+    """Fills the augmentation keys left unset (null) with the dataset's defaults."""
     defaults = get_dataset(config.data).augment
-    if callable(defaults):
-        defaults = defaults(image_size or config.image_size)
     filled = {key: defaults.get(key, 0) if value is None else value for key, value in config.augment}
     return config.model_copy(update={"augment": config.augment.model_validate(filled)})
 

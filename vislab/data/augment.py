@@ -28,12 +28,11 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool) -> torch.T
     return padded.flatten(2).gather(2, index).view_as(images)
 
 
-def random_affine(
-    images: torch.Tensor, crop_scale: float, rotation: float, hflip: bool, fill: float = 0.0
-) -> torch.Tensor:
+def random_affine(images: torch.Tensor, crop_scale: float, rotation: float, hflip: bool) -> torch.Tensor:
     """Random resized crop (a part of at least `crop_scale` of the area, aspect 3:4 to 4:3, at a random
     place, resized back; 1 = whole image), rotation within +-`rotation` degrees and, with `hflip`, a mirror
-    for a random half: one affine grid per image, all sampled in one `grid_sample` call."""
+    for a random half: one affine grid per image, all sampled in one `grid_sample` call. Corners that a
+    rotation brings in from outside the image are its reflection, not black."""
     batch, _, height, width = images.shape
     device = images.device
 
@@ -41,7 +40,8 @@ def random_affine(
         return low + (high - low) * torch.rand(batch, device=device)
 
     area = uniform(crop_scale, 1.0)
-    aspect = uniform(-0.2877, 0.2877).exp()  # log(4/3): torchvision's ratio range
+    log_ratio = 0.2877 if crop_scale < 1 else 0.0  # log(4/3): torchvision's aspect range, when cropping
+    aspect = uniform(-log_ratio, log_ratio).exp()
     crop_w, crop_h = (area * aspect).sqrt().clamp(max=1), (area / aspect).sqrt().clamp(max=1)
     centre_x, centre_y = uniform(-1, 1) * (1 - crop_w), uniform(-1, 1) * (1 - crop_h)
     angle = uniform(-rotation, rotation).deg2rad()
@@ -56,8 +56,7 @@ def random_affine(
         1,
     )
     grid = nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-    sampled = nn.functional.grid_sample(images.float() - fill, grid, align_corners=False)
-    return sampled + fill
+    return nn.functional.grid_sample(images.float(), grid, padding_mode="reflection", align_corners=False)
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -80,22 +79,25 @@ def color_jitter(images: torch.Tensor, strength: float) -> torch.Tensor:
     return images.clamp(0, 1)
 
 
-# RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane about the luma axis Y.
-RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-
-
 def hue_shift(images: torch.Tensor, strength: float) -> torch.Tensor:
-    """Shifts each image's hue by a random fraction of the colour wheel in [-strength, strength]."""
+    """Turns each image's hue (HSV) by a random fraction of the colour wheel in [-strength, strength],
+    as torchvision's ColorJitter does image by image, for the whole batch in a few tensor ops."""
     if images.shape[1] != 3:
         return images
-    angle = (torch.rand(len(images), device=images.device) * 2 - 1) * strength * 2 * torch.pi
-    cos, sin = angle.cos(), angle.sin()
-    rotate = torch.zeros(len(images), 3, 3, device=images.device)
-    rotate[:, 0, 0] = 1
-    rotate[:, 1, 1], rotate[:, 1, 2], rotate[:, 2, 1], rotate[:, 2, 2] = cos, -sin, sin, cos
-    to_yiq = RGB_TO_YIQ.to(images.device)
-    matrix = torch.linalg.inv(to_yiq) @ rotate @ to_yiq
-    return torch.einsum("bij,bjhw->bihw", matrix, images).clamp(0, 1)
+    shift = (torch.rand(len(images), 1, 1, device=images.device) * 2 - 1) * strength
+    red, green, blue = images.unbind(1)
+    value, _ = images.max(1)
+    chroma = value - images.min(1).values
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    sector = torch.where(
+        value == red,
+        ((green - blue) / safe) % 6,
+        torch.where(value == green, (blue - red) / safe + 2, (red - green) / safe + 4),
+    )
+    hue = (sector / 6 + shift) % 1  # greys (no chroma) stay grey whatever their hue
+    # HSV -> RGB: channel n is value - chroma * clamp(min(k, 4 - k), 0, 1), k = (n + 6 hue) mod 6.
+    k = (torch.tensor([5.0, 3.0, 1.0], device=images.device).view(1, 3, 1, 1) + 6 * hue[:, None]) % 6
+    return value[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
 def cutout(images: torch.Tensor, size: int, fill: torch.Tensor | float = 0.0) -> torch.Tensor:

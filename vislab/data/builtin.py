@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, photo_augment, register_dataset
+from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Split, Splits, stratified_split
 from vislab.errors import VislabError
 
@@ -87,7 +87,7 @@ register_dataset(
         lambda r: load_cifar(r, False),
         lambda d: cifar_present(d, False),
         "CIFAR-10, 32x32, 10 classes (downloads 163 MB)",
-        photo_augment,
+        PHOTO_AUGMENT,
     )
 )
 register_dataset(
@@ -97,7 +97,7 @@ register_dataset(
         lambda r: load_cifar(r, True),
         lambda d: cifar_present(d, True),
         "CIFAR-100, 32x32, 100 classes (downloads 161 MB)",
-        photo_augment,
+        PHOTO_AUGMENT,
     )
 )
 
@@ -137,6 +137,6 @@ register_dataset(
         load_flowers102,
         lambda d: (d / "flowers-102" / "jpg").is_dir(),
         "Oxford Flowers-102, photos, 102 classes (downloads 330 MB)",
-        photo_augment,
+        PHOTO_AUGMENT,
     )
 )

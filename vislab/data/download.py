@@ -3,6 +3,7 @@ and an MD5 check, then extracted safely (no paths outside the target folder)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import tarfile
 import urllib.error
@@ -66,6 +67,17 @@ def download(url: str, target: Path, md5: str | None = None, timeout: float = 30
     return target
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def check_gzip(archive: Path) -> None:
+    """Reads a gzip stream to its end, where its CRC-32 and length are checked: tarfile stops reading at
+    the tar's end marker and never gets there."""
+    with gzip.open(archive) as stream:
+        while stream.read(CHUNK):
+            pass
+
+
 def extract(archive: Path, folder: Path, delete_if_damaged: bool = False) -> None:
     """Unpacks a .zip or .tar(.gz) archive into `folder`, refusing members that would land outside it.
     Every member is read whole, so a damaged archive fails its CRC-32 checks here; with
@@ -80,6 +92,10 @@ def extract(archive: Path, folder: Path, delete_if_damaged: bool = False) -> Non
                         raise VislabError(f"{archive} holds a path outside its folder: {name}")
                 zipped.extractall(folder)
             return
+        with open(archive, "rb") as file:
+            gzipped = file.read(2) == GZIP_MAGIC
+        if gzipped:
+            check_gzip(archive)
         with tarfile.open(archive) as tar:
             tar.extractall(folder, filter="data")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from vislab.data.images import is_image_file, opened, read_images
-from vislab.data.registry import DatasetEntry, LoadRequest, photo_augment, register_dataset
+from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Split, Splits, fits_in_memory, stratified_split
 from vislab.errors import VislabError
 
@@ -124,6 +124,6 @@ register_dataset(
         load_folder,
         lambda _: True,
         "any ImageFolder tree: folder:PATH",
-        photo_augment,
+        PHOTO_AUGMENT,
     )
 )

@@ -101,7 +101,7 @@ def augment_dataset(config: Config, out: Path, copies: int) -> Written:
     if config.augment.mixup or config.augment.cutmix:
         raise VislabError("augment.mixup and augment.cutmix mix labels; an image folder holds one per image")
     splits = load_dataset(config, config.image_size)
-    config = with_augment_defaults(config, splits.image_size)
+    config = with_augment_defaults(config)
     config = with_normalisation(config, stats_sample(splits), splits.channels)
     augment = BatchAugment(config.augment, config.mean, config.std, len(splits.classes))
     written = Written()

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from vislab.data.download import download, extract
 from vislab.data.folder import class_folders, load_folder
-from vislab.data.registry import DatasetEntry, LoadRequest, photo_augment, register_dataset
+from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Splits
 
 
-@dataclass(frozen=True)
+@dataclass
 class PhotoArchive:
     name: str
     url: str
@@ -74,6 +74,6 @@ HYMENOPTERA = PhotoArchive(
 for photos in (FLOWERS, HYMENOPTERA):
     register_dataset(
         DatasetEntry(
-            photos.name, "classification", photos.load, photos.present, photos.description, photo_augment
+            photos.name, "classification", photos.load, photos.present, photos.description, PHOTO_AUGMENT
         )
     )

@@ -18,18 +18,6 @@ PREFIXES = {
 }  # `prefix:PATH` -> the entry that loads it
 # Crop with 4-pixel padding and flip: the standard augmentation for small photos (CIFAR, folders).
 PHOTO_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9, cutout=0)
-PHOTO_SIDE = 96  # from this side up, images are photos rather than thumbnails
-# Photos get ImageNet training's random resized crop (at least 35% of the area) instead: four pixels of
-# shift are nothing to a 224-pixel photo, and a part of a photo is still a photo of its class.
-LARGE_PHOTO_AUGMENT = dict(PHOTO_AUGMENT, crop_padding=0, crop_scale=0.35)
-
-
-def photo_augment(side: int | None) -> dict:
-    """The augmentation defaults for photos of this side; None (the size comes from the data and is not
-    known yet) leaves the crop undecided."""
-    if side is None:
-        return dict(PHOTO_AUGMENT, crop_padding=None, crop_scale=None)
-    return LARGE_PHOTO_AUGMENT if side >= PHOTO_SIDE else PHOTO_AUGMENT
 
 
 @dataclass(frozen=True)
@@ -53,8 +41,7 @@ class DatasetEntry:
     load: Callable[[LoadRequest], Any]  # Splits for classification, SegSplits for segmentation
     is_present: Callable[[Path], bool]
     description: str
-    # Defaults for the config's `augment` section, or a function of the image side that returns them.
-    augment: dict | Callable[[int | None], dict] = field(default_factory=dict)
+    augment: dict = field(default_factory=dict)  # defaults for the config's `augment` section
 
 
 _DATASETS: dict[str, DatasetEntry] = {}

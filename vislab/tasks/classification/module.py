@@ -84,8 +84,7 @@ def input_size(config: Config) -> int | None:
 def resolve_defaults(config: Config, splits: Splits) -> Config:
     """Fills what the config left to the data: augmentation defaults, normalisation (pretrained weights'
     own, else computed on the train split), image size. The result is what the run folder records."""
-    config = with_augment_defaults(config, splits.image_size)
-    config = config.model_copy(update={"image_size": splits.image_size})
+    config = with_augment_defaults(config).model_copy(update={"image_size": splits.image_size})
     from_weights = (config.pretrained or config.weights) and needs_exact_input_size(config.model)
     if (config.mean is None or config.std is None) and from_weights:  # what the weights were trained on
         _, mean, std = timm_data_config(config.model.removeprefix("timm:"), config.pretrained)
