@@ -295,3 +295,27 @@ def test_two_runs_started_together_with_one_name_never_share_a_folder(tmp_path):
     folders = [o for o in outcomes if not isinstance(o, VislabError)]
     assert len(folders) == len(set(folders)) == 9  # one "same" and eight numbered ones
     assert sum(isinstance(o, VislabError) and "already exists" in str(o) for o in outcomes) == 7
+
+
+def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path, cifar_jpgs):
+    """Random resized crop, rotation and hue draw per image from the batch's position: a run stopped
+    mid-epoch and resumed ends exactly like an uninterrupted one."""
+    args = [
+        f"data=folder:{cifar_jpgs}",
+        "model=resnet8",
+        "model_args={width: 8}",
+        "epochs=2",
+        "batch_size=16",
+        "augment.crop_scale=0.5",
+        "augment.rotation=15",
+        "augment.hue=0.1",
+        *QUIET,
+    ]
+    assert main(["train", *args, f"runs_dir={tmp_path}", "name=reference"]) == 0
+    code, err, run = stop_mid_epoch(tmp_path, args, signal.SIGTERM, delay=0.3)
+    assert code == 143, err
+    epoch, done = position(run)
+    assert epoch == 1 and 0 < done < 113, (epoch, done)  # 1,800 train images / 16 = 113 batches
+    resumed = start("train", "--resume", run)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert_same_run(run, tmp_path / "reference")

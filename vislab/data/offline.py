@@ -50,12 +50,14 @@ def place(source: Path | None, image: torch.Tensor, path: Path) -> None:
 
 
 def image_names(split: Split) -> list[str]:
-    """The file name each image keeps: its own, or its index (prefixed to names that repeat)."""
+    """The file name each image keeps: its own, or its index (prefixed to names that repeat in a class)."""
     if split.files is None:
         return [f"{i:06d}.png" for i in range(len(split))]
-    names = [f.name for f in split.files]
-    repeated = {n for n in names if names.count(n) > 1} if len(set(names)) < len(names) else set()
-    return [f"{i:06d}_{n}" if n in repeated else n for i, n in enumerate(names)]
+    keys = list(zip(split.labels.tolist(), (f.name for f in split.files)))
+    seen: dict[tuple[int, str], int] = {}
+    for key in keys:
+        seen[key] = seen.get(key, 0) + 1
+    return [f"{i:06d}_{name}" if seen[(label, name)] > 1 else name for i, (label, name) in enumerate(keys)]
 
 
 def chunk_images(splits: Splits, split: Split, indices: list[int]) -> torch.Tensor:
