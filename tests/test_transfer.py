@@ -14,7 +14,7 @@ DOCUMENTED_BACKBONES = [
     "resnet50",
     "densenet121",
     "efficientnet_b0",
-    "efficientnet_lite0",
+    "tf_efficientnet_lite0",
     "vit_small_patch16_224",
     "vit_base_patch16_224",
     "convnext_tiny",
@@ -139,3 +139,12 @@ def test_documented_backbones_build_with_a_custom_head(name):
     model = create_model(f"timm:{name}", 3, head_hidden=32, head_dropout=0.5).eval()
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 3)
     assert [type(m).__name__ for m in model.head] == ["Linear", "ReLU", "Dropout", "Linear"]
+
+
+def test_offline_the_packaged_lite_weights_go_onto_the_tf_architecture(cli, tmp_path, flowers):
+    if timm_models.hub_reachable():
+        pytest.skip("the hub is reachable: efficientnet_lite0 gets timm's own weights")
+    model = "model=timm:efficientnet_lite0"
+    result = cli("train", f"data=folder:{flowers}", model, "pretrained=true", *QUIET)
+    assert result.code == 2 and "use timm:tf_efficientnet_lite0" in result.err
+    assert set(timm_models.PACKAGED_WEIGHTS) == {f"tf_efficientnet_lite{n}" for n in (0, 1, 2)}
