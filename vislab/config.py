@@ -41,10 +41,13 @@ class OptimConfig(Section):
     nesterov: bool = True
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    # Learning rate of BatchNorm parameters and biases / that of the weights (airbench: 64), their weight
+    # decay divided by it so that decay per step stays the same.
+    bias_lr_scale: float = Field(1.0, gt=0)
 
 
 class SchedConfig(Section):
-    name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"] = "cosine"
+    name: Literal["none", "step", "multistep", "cosine", "linear", "onecycle", "plateau"] = "cosine"
     warmup_epochs: float = (
         0.0  # linear warm-up before step/multistep/cosine; cosine + warm-up is the seed recipe
     )

@@ -41,6 +41,9 @@ def create_scheduler(optimizer, sched: SchedConfig, total_steps: int, steps_per_
         raise VislabError(f"sched.warmup_epochs={sched.warmup_epochs} covers the whole run; lower it")
     if sched.name == "cosine":
         main = lr_scheduler.CosineAnnealingLR(optimizer, total_steps - warmup, eta_min=sched.min_lr)
+    elif sched.name == "linear":  # down in a straight line to min_lr (warm-up first: airbench's triangle)
+        end = max(sched.min_lr / max(group["lr"] for group in optimizer.param_groups), 1e-8)
+        main = lr_scheduler.LinearLR(optimizer, 1.0, end, total_iters=total_steps - warmup)
     elif sched.name == "step":
         main = lr_scheduler.StepLR(optimizer, sched.step_size * steps_per_epoch, sched.gamma)
     else:

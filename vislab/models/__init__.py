@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from vislab.errors import VislabError
-from vislab.models import cbam, cifar_resnet, cnn, densenet, segmentation  # noqa: F401  (importing registers the models)
+from vislab.models import (  # noqa: F401  (importing registers the models)
+    airbench,
+    cbam,
+    cifar_resnet,
+    cnn,
+    densenet,
+    segmentation,
+)
 from vislab.models._registry import check_options, get_entry, registered_models
 from vislab.models.timm_models import PREFIX, create_timm_model, timm_data_config
 

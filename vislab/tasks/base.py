@@ -162,19 +162,38 @@ class TaskModule(L.LightningModule):
         torch.manual_seed(position_seed(self.config.seed, self.global_rank, self.current_epoch, batch_idx))
 
     def parameter_groups(self) -> list[dict]:
-        """Backbone and head as two groups when fine-tuning with discriminative learning rates."""
+        """Backbone and head as two groups when fine-tuning with discriminative learning rates; each split
+        again into weights and BatchNorm/bias parameters when `optim.bias_lr_scale` is not 1."""
         finetune, lr = self.config.finetune, self.config.optim.lr
         scale = finetune.backbone_lr_scale
         if scale is None:
             scale = 0.1 if finetune.mode == "two_stage" else 1.0
         backbone = backbone_of(self.model)
         if scale == 1.0 or backbone is None:
-            return [{"params": list(self.model.parameters()), "lr": lr}]
-        inside = set(backbone.parameters())
-        return [
-            {"params": list(backbone.parameters()), "lr": lr * scale},
-            {"params": [p for p in self.model.parameters() if p not in inside], "lr": lr},
-        ]
+            groups = [{"params": list(self.model.parameters()), "lr": lr}]
+        else:
+            inside = set(backbone.parameters())
+            groups = [
+                {"params": list(backbone.parameters()), "lr": lr * scale},
+                {"params": [p for p in self.model.parameters() if p not in inside], "lr": lr},
+            ]
+        return self.split_biases(groups)
+
+    def split_biases(self, groups: list[dict]) -> list[dict]:
+        optim = self.config.optim
+        if optim.bias_lr_scale == 1.0:
+            return groups
+        norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+        biases = {id(p) for m in self.model.modules() if isinstance(m, norms) for p in m.parameters()}
+        biases |= {id(p) for name, p in self.model.named_parameters() if name.endswith(".bias")}
+        split = []
+        for group in groups:
+            for is_bias in (False, True):
+                params = [p for p in group["params"] if (id(p) in biases) == is_bias]
+                scale = optim.bias_lr_scale if is_bias else 1.0
+                decay = optim.weight_decay / scale
+                split.append({"params": params, "lr": group["lr"] * scale, "weight_decay": decay})
+        return [group for group in split if group["params"]]
 
     def configure_optimizers(self):
         return optimizers_for(self, self.parameter_groups())

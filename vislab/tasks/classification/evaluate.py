@@ -113,13 +113,15 @@ def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = Fals
     hook = None
     if with_features:
         hook = penultimate_layer(model).register_forward_hook(
-            lambda m, args, out: captured.append(args[0].flatten(1))
+            lambda m, args, out: captured.append(args[0].flatten(1).float().cpu())
         )
     logits, labels = [], []
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     try:
         with torch.inference_mode():
             for images, batch_labels in module.loader(data.split, train=False):
-                logits.append(model(data.model_input(images)))
+                logits.append(model(data.model_input(images.to(device))).float().cpu())
                 labels.append(batch_labels)
     finally:
         if hook is not None:

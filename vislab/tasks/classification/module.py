@@ -12,6 +12,7 @@ from vislab.checkpoint import ModelMeta
 from vislab.config import Config
 from vislab.data import load_dataset, stats_sample, with_augment_defaults, with_normalisation
 from vislab.data.augment import BatchAugment
+from vislab.data.images import normalise
 from vislab.data.module import ImageDataModule
 from vislab.data.splits import Splits
 from vislab.models import model_input_size, needs_exact_input_size
@@ -95,12 +96,23 @@ def resolve_defaults(config: Config, splits: Splits) -> Config:
     return with_normalisation(config, stats_sample(splits) if needs_stats else None, splits.channels)
 
 
+def init_from_data(model: nn.Module, splits: Splits, config: Config, most: int = 5000) -> None:
+    """Layers initialised from the training images (airbench's whitening) get up to `most` of them,
+    normalised. A resumed run computes the same, then loads its checkpoint's weights over it."""
+    layers = [layer for layer in model.modules() if hasattr(layer, "init_from_data")]
+    if layers:
+        images = normalise(stats_sample(splits)[:most], config.mean, config.std)
+        for layer in layers:
+            layer.init_from_data(images)
+
+
 def prepare_classification(config: Config) -> Prepared:
     """The dataset, the model with its on-device augmentation, and the metadata its checkpoints carry."""
     splits = load_dataset(config, input_size(config))
     config = resolve_defaults(config, splits)
     num_classes = len(splits.classes)
     model, config = build_model(config, num_classes, splits.channels, splits.image_size)
+    init_from_data(model, splits, config)
     finetune = config.finetune
     meta = ModelMeta(
         "classification",

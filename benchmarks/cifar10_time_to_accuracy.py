@@ -1,0 +1,165 @@
+"""Time to accuracy on CIFAR-10: the seeds' plain PyTorch loop against vislab's fast recipe, side by side on
+the same machine and the same CIFAR-10 JPEGs, each timed from its process start to the test accuracy it
+reports (extracting the archive, shared by both, is not counted).
+
+  plain   the seeds' loop: ResNet-20, torchvision ImageFolder with per-image PIL transforms (crop with
+          4-pixel padding, flip) in DataLoader workers, SGD + Nesterov, one-cycle schedule, batch 128,
+          `--plain-epochs` epochs, then the test set
+  vislab  `vislab train --config RECIPE data=folder:DIR`, then `vislab eval RUN --split test --tta`
+
+Run: python benchmarks/cifar10_time_to_accuracy.py [--recipe cifar10_fast_cpu] [--repeats 1] [--skip-plain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
+CIFAR_MEAN, CIFAR_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+
+
+def plain_loop(data: Path, epochs: int, device: str, workers: int) -> float:
+    """The seeds' main.py, reduced to what matters for time: returns the test accuracy."""
+    import torch.nn.functional as F
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from vislab.models import create_model  # the same ResNet-20 architecture as the seeds' own
+
+    torch.manual_seed(0)
+    normalize = T.Normalize(CIFAR_MEAN, CIFAR_STD)
+    augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
+    train = ImageFolder(data / "train", T.Compose([*augment, T.ToTensor(), normalize]))
+    test = ImageFolder(data / "test", T.Compose([T.ToTensor(), normalize]))
+    loader = DataLoader(train, batch_size=128, shuffle=True, num_workers=workers, drop_last=True)
+    model = create_model("resnet20", 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), 0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=epochs * len(loader))
+    for _ in range(epochs):
+        model.train()
+        for images, labels in loader:
+            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in DataLoader(test, batch_size=512, num_workers=workers):
+            correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
+    return correct / len(test)
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start, done.stdout
+
+
+def run_vislab(data: Path, runs: Path, name: str, recipe: str, extra: list[str]) -> dict:
+    vislab = [sys.executable, "-m", "vislab"]
+    train_s, _ = timed(
+        [
+            *vislab,
+            "train",
+            "--config",
+            recipe,
+            f"data=folder:{data}",
+            f"runs_dir={runs}",
+            f"name={name}",
+            "report=false",
+            "trainer.progress_bar=false",
+            *extra,
+        ]
+    )
+    eval_s, out = timed([*vislab, "eval", str(runs / name), "--split", "test", "--tta"])
+    tta = json.loads((runs / name / "eval_test.json").read_text())["tta"]
+    summary = json.loads((runs / name / "summary.json").read_text())
+    return {
+        "contender": f"vislab {recipe}",
+        "test_top1_tta": tta["with"],
+        "test_top1": tta["without"],
+        "epochs": summary["epochs_run"],
+        "wall_s": round(train_s + eval_s, 1),
+        "train_loop_s": summary["wall_time_s"],
+        "output": out.strip().splitlines()[-1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="cifar10_fast_cpu")
+    parser.add_argument("--repeats", type=int, default=1, help="vislab runs (seeds 0, 1, ...)")
+    parser.add_argument("--plain-epochs", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--archive", type=Path, default=ARCHIVE)
+    parser.add_argument("--out", type=Path, help="also write the results as JSON")
+    parser.add_argument("--plain-worker", type=Path, help=argparse.SUPPRESS)  # the plain loop's own process
+    parser.add_argument("overrides", nargs="*", help="vislab key=value overrides, e.g. trainer.compile=true")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.plain_worker:
+        print(f"test accuracy {plain_loop(args.plain_worker, args.plain_epochs, device, args.workers):.4f}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "cifar10"
+        with tarfile.open(args.archive) as tar:
+            tar.extractall(data, filter="data")
+        rows = []
+        if not args.skip_plain:
+            command = [
+                sys.executable,
+                __file__,
+                "--plain-worker",
+                str(data),
+                "--plain-epochs",
+                str(args.plain_epochs),
+                "--workers",
+                str(args.workers),
+            ]
+            wall, out = timed(command)
+            accuracy = float(re.search(r"test accuracy ([0-9.]+)", out).group(1))
+            rows.append(
+                {
+                    "contender": "plain loop (ResNet-20)",
+                    "test_top1": accuracy,
+                    "epochs": args.plain_epochs,
+                    "wall_s": round(wall, 1),
+                }
+            )
+            print(rows[-1], flush=True)
+        for seed in range(args.repeats):
+            extra = [f"seed={seed}", *args.overrides]
+            rows.append(run_vislab(data, Path(tmp) / "runs", f"run{seed}", args.recipe, extra))
+            print(rows[-1], flush=True)
+    machine = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or 'cpu'}"
+    print(f"\n{machine}, torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    print("| contender | epochs | test top-1 | with TTA | wall time from process start (s) |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        tta = f"{row['test_top1_tta']:.2%}" if "test_top1_tta" in row else "-"
+        cells = [row["contender"], row["epochs"], f"{row['test_top1']:.2%}", tta, f"{row['wall_s']:.0f}"]
+        print("| " + " | ".join(map(str, cells)) + " |")
+    if args.out:
+        results = {"machine": machine, "torch": torch.__version__, "rows": rows}
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
