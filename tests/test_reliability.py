@@ -61,6 +61,13 @@ def assert_same_run(a, b) -> None:
         assert all(torch.equal(left[k], right[k]) for k in left), f"{name}.ckpt differs"
 
 
+def assert_resumes_like(run, reference) -> None:
+    """`vislab train --resume RUN` finishes, and the run ends exactly like `reference`."""
+    resumed = start("train", "--resume", run)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert_same_run(run, reference)
+
+
 def position(run) -> tuple[int, int]:
     """(epoch, batches done in it) of a run's last checkpoint."""
     checkpoint = read_checkpoint(run / "checkpoints" / "last.ckpt")
@@ -97,9 +104,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(tmp_path,
     epoch, done = position(run)
     assert epoch == 1 and 0 < done < 101  # mid-epoch: 1,616 digits / 16 = 101 batches
     assert not (run / "summary.json").exists()
-    resumed = start("train", "--resume", run)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert_same_run(run, digits_reference)
+    assert_resumes_like(run, digits_reference)
 
 
 def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, digits_reference):
@@ -111,9 +116,7 @@ def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, digits_re
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     read_checkpoint(run / "checkpoints" / "last.ckpt")  # the previous checkpoint is whole
-    resumed = start("train", "--resume", run)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert_same_run(run, digits_reference)
+    assert_resumes_like(run, digits_reference)
     assert not temporary.exists()
 
 
@@ -135,9 +138,7 @@ def test_ctrl_c_on_a_streamed_folder_run_with_workers_resumes_bit_for_bit(tmp_pa
     assert code == 130, err
     assert "stopped by SIGINT" in err and "Traceback" not in err
     assert position(run)[1] > 0
-    resumed = start("train", "--resume", run)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert_same_run(run, tmp_path / "reference")
+    assert_resumes_like(run, tmp_path / "reference")
 
 
 def test_sigusr1_on_a_segmentation_run_resumes_bit_for_bit(tmp_path, camvid):
@@ -154,9 +155,7 @@ def test_sigusr1_on_a_segmentation_run_resumes_bit_for_bit(tmp_path, camvid):
     code, err, run = stop_mid_epoch(tmp_path, args, signal.SIGUSR1, delay=1.0)
     assert code == 128 + signal.SIGUSR1, err
     assert position(run)[1] > 0
-    resumed = start("train", "--resume", run)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert_same_run(run, tmp_path / "reference")
+    assert_resumes_like(run, tmp_path / "reference")
 
 
 def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
@@ -316,6 +315,4 @@ def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path,
     assert code == 143, err
     epoch, done = position(run)
     assert epoch == 1 and 0 < done < 113, (epoch, done)  # 1,800 train images / 16 = 113 batches
-    resumed = start("train", "--resume", run)
-    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
-    assert_same_run(run, tmp_path / "reference")
+    assert_resumes_like(run, tmp_path / "reference")
