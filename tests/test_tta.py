@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
+from vislab import tta
 from vislab.cli import main
-from vislab.tta import TestTimeAugment, shifted
 
 from conftest import QUIET, copy_classes, extract_archive
 
 
 def test_a_dense_prediction_of_the_mirrored_view_is_mirrored_back():
     images = torch.randn(2, 4, 8, 12)
-    identity = TestTimeAugment(lambda x: x)  # "logits" = the input, so a flip left unmirrored would show
+    identity = tta.TestTimeAugment(lambda x: x)  # "logits" = the input, so a flip left unmirrored would show
     assert torch.allclose(identity(images), images.log_softmax(1), atol=1e-6)
 
 
@@ -26,13 +26,13 @@ def test_classifier_views_are_mirrors_and_shifts_and_probabilities_stay_probabil
         return x.mean((2, 3))
 
     images = torch.randn(3, 5, 64, 64)
-    out = TestTimeAugment(model)(images)
+    out = tta.TestTimeAugment(model)(images)
     assert out.shape == (3, 5) and torch.allclose(out.exp().sum(1), torch.ones(3))
     assert len(seen) == 6 and torch.equal(seen[1], images.flip(-1))
-    assert torch.equal(seen[2], shifted(images, 2, 2))
+    assert torch.equal(seen[2], tta.shifted(images, 2, 2))
     assert torch.equal(seen[2][..., 2:, 2:], images[..., :-2, :-2])  # moved down and right
     seen.clear()
-    TestTimeAugment(model, mirror=False)(images)  # trained without flips: no mirrored views
+    tta.TestTimeAugment(model, mirror=False)(images)  # trained without flips: no mirrored views
     assert len(seen) == 3 and not any(torch.equal(v, images.flip(-1)) for v in seen)
 
 
@@ -64,13 +64,13 @@ def test_eval_tta_is_deterministic_and_no_worse_on_real_images(cli, trained):
     trained, _ = trained
     first = cli("eval", trained, "--tta")
     assert first.code == 0, first.err
-    tta = json.loads((trained / "eval_val.json").read_text())["tta"]
+    scores = json.loads((trained / "eval_val.json").read_text())["tta"]
     second = cli("eval", trained, "--tta")
     assert second.out == first.out
-    assert tta["score"] == "top1" and tta["gain"] >= 0, tta
-    assert f"test-time augmentation: top1 {tta['with']:.4f} against {tta['without']:.4f}" in first.out
+    assert scores["score"] == "top1" and scores["gain"] >= 0, scores
+    assert f"test-time augmentation: top1 {scores['with']:.4f} against {scores['without']:.4f}" in first.out
     plain = cli("eval", trained)
-    assert f"top-1 {tta['without']:.4f}" in plain.out and "test-time" not in plain.out
+    assert f"top-1 {scores['without']:.4f}" in plain.out and "test-time" not in plain.out
 
 
 def test_predict_tta_averages_the_views(cli, trained, tmp_path):

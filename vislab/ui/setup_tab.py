@@ -211,7 +211,9 @@ def build(context: Context) -> Setup:
 
     outputs = [config_message, command, resolved]
     for component in form:
-        component.change(resolve, form, outputs, show_progress="hidden")
+        # One queue for every field's listener: otherwise an older field's answer can land after a newer
+        # one's and show a command without the latest edit (seen as a lost run name in the browser test).
+        component.change(resolve, form, outputs, show_progress="hidden", concurrency_id="setup-resolve")
     for component in (source, dataset, folder, model):
         component.change(
             refill, [recipe, source, dataset, folder, model, extra], [config_message, epochs, batch, lr, size]
