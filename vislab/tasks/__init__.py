@@ -15,7 +15,6 @@ from vislab.export import FORMATS, export_model, load_predictor
 from vislab.models import model_task
 from vislab.reports.compare import compare_runs, load_runs
 from vislab.reports.document import ReportOptions
-from vislab.runs import write_eval
 from vislab.tasks.base import Prepared, Task
 from vislab.tasks.classification import CLASSIFICATION
 from vislab.tasks.segmentation import SEGMENTATION
@@ -96,19 +95,7 @@ def evaluate(
     it: the result's `tta` entry holds the headline score both ways and the gain."""
     checkpoint = load_checkpoint(run_or_checkpoint)
     task = get_task(checkpoint.meta.task)
-    if not tta:
-        return task, task.evaluate(checkpoint, split, overrides or [], False)
-    without = task.evaluate(checkpoint, split, overrides or [], False)
-    result = task.evaluate(checkpoint, split, overrides or [], True)
-    score = task.monitor.removeprefix("val_")
-    result["tta"] = {
-        "score": score,
-        "with": result[score],
-        "without": without[score],
-        "gain": round(result[score] - without[score], 6),
-    }
-    write_eval(checkpoint.run_dir, split, result)
-    return task, result
+    return task, task.evaluate(checkpoint, split, overrides or [], tta)
 
 
 def describe_tta(result: dict) -> str:

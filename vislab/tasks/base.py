@@ -88,6 +88,12 @@ def eval_config(meta: ModelMeta, overrides: list[str] | None) -> Config:
     return config
 
 
+def with_tta(result: dict, without: dict, score: str) -> dict:
+    """An evaluation with test-time augmentation, its headline `score` without it and the gain beside."""
+    gain = round(result[score] - without[score], 6)
+    return result | {"tta": {"score": score, "with": result[score], "without": without[score], "gain": gain}}
+
+
 def wants_channels_last(config: Config, model: nn.Module) -> bool:
     """`trainer.channels_last`, or when unset: for models built from 2-D convolutions, where the
     channels-last layout is faster on CPUs (oneDNN) and on GPUs with tensor cores alike."""

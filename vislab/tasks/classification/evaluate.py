@@ -24,7 +24,7 @@ from vislab.data.module import ImageDataModule
 from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
 from vislab.runs import write_eval
-from vislab.tasks.base import eval_config
+from vislab.tasks.base import eval_config, with_tta
 from vislab.tta import TestTimeAugment
 
 
@@ -129,24 +129,18 @@ def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = Fals
     return Outputs(torch.cat(logits), torch.cat(labels), torch.cat(captured) if with_features else None)
 
 
-def evaluate(
-    checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None, tta: bool = False
-) -> dict:
-    """Evaluates a checkpoint (with `tta`, averaged over test-time augmented views) and writes
-    eval_<split>.json and confusion_<split>.csv into its run folder."""
-    data = load_eval_data(checkpoint, split, overrides)
-    model = checkpoint.model()
-    outputs = collect_outputs(TestTimeAugment.for_model(model, checkpoint.meta) if tta else model, data)
+def scores(checkpoint: Checkpoint, data: EvalData, outputs: Outputs) -> dict:
+    """The metrics of a model's outputs on the split, as eval_<split>.json holds them."""
     classes = checkpoint.meta.classes
     metrics = classification_metrics(len(classes))
     metrics.update(outputs.logits, outputs.labels)
     values = metrics.compute()
     confusion = values.pop("confusion").tolist()
     per_class = values.pop("per_class_accuracy").tolist()
-    result = {
+    return {
         "checkpoint": str(checkpoint.path),
         "data": data.config.data,
-        "split": split,
+        "split": data.split_name,
         "images": len(outputs.labels),
         "loss": round(F.cross_entropy(outputs.logits, outputs.labels).item(), 6),
         **{k: round(float(v), 6) for k, v in values.items()},
@@ -154,6 +148,19 @@ def evaluate(
         "classes": classes,
         "confusion_matrix": confusion,
     }
+
+
+def evaluate(
+    checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None, tta: bool = False
+) -> dict:
+    """Evaluates a checkpoint and writes eval_<split>.json and confusion_<split>.csv into its run folder;
+    with `tta`, the scores are those with test-time augmentation, the gain over none beside them."""
+    data = load_eval_data(checkpoint, split, overrides)
+    model = checkpoint.model()
+    result = scores(checkpoint, data, collect_outputs(model, data))
+    if tta:
+        augmented = TestTimeAugment.for_model(model, checkpoint.meta)
+        result = with_tta(scores(checkpoint, data, collect_outputs(augmented, data)), result, "top1")
     write_eval(checkpoint.run_dir, split, result)
     return result
 

@@ -18,7 +18,7 @@ from vislab.data.segmentation import STRIDE, SegSplit, colour_mask, overlay, rea
 from vislab.errors import VislabError
 from vislab.export import Predictor
 from vislab.runs import run_dir_of, write_eval
-from vislab.tasks.base import eval_config
+from vislab.tasks.base import eval_config, with_tta
 from vislab.tasks.segmentation.module import padded_logits, segmentation_metrics
 from vislab.tta import TestTimeAugment
 
@@ -80,12 +80,17 @@ def evaluate(
     checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None, tta: bool = False
 ) -> dict:
     """mIoU, per-class IoU, pixel and mean class accuracy and the confusion matrix on whole images at
-    their own size (with `tta`, averaged with the mirrored image); writes eval_<split>.json and
-    confusion_<split>.csv into the run folder."""
+    their own size; writes eval_<split>.json and confusion_<split>.csv into the run folder. With `tta`,
+    the scores are those with the mirrored image averaged in, the gain over none beside them."""
     config, data = load_eval_split(checkpoint, split, overrides)
     model = checkpoint.model()
-    model = TestTimeAugment.for_model(model, checkpoint.meta) if tta else model
-    return score_split(checkpoint, model, config.data, data, split)
+    result = score_split(checkpoint, model, config.data, data, split)
+    if not tta:
+        return result
+    augmented = TestTimeAugment.for_model(model, checkpoint.meta)
+    result = with_tta(score_split(checkpoint, augmented, config.data, data, split), result, "miou")
+    write_eval(checkpoint.run_dir, split, result)
+    return result
 
 
 def score_split(checkpoint: Checkpoint, model, data_name: str, data: SegSplit, split: str) -> dict:
