@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from vislab.data import load_dataset
-from vislab.data.images import read_image
+from vislab.data.images import decode_jpegs_as_is, jpeg_size, read_image, read_images
 from vislab.data.splits import channel_stats
 from vislab.errors import VislabError
 from vislab.tasks import load_config
@@ -69,6 +69,33 @@ def test_every_image_mode_becomes_rgb(cifar_jpgs, tmp_path, mode):
     converted.save(path)
     tensor = read_image(path, channels=3)
     assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.uint8
+
+
+def test_jpegs_decoded_in_batches_equal_pil_pixel_for_pixel(cifar_jpgs, tmp_path):
+    photos = sorted((cifar_jpgs / "train" / "cat").iterdir())[:40]
+    source = Image.open(photos[0])
+    for mode in ("L", "CMYK"):
+        source.convert(mode).save(tmp_path / f"{mode}.jpg", quality=90)
+    source.save(tmp_path / "lossless.png")
+    source.resize((48, 40)).save(tmp_path / "larger.jpg")
+    odd = [tmp_path / name for name in ("L.jpg", "CMYK.jpg", "lossless.png", "larger.jpg")]
+    paths = photos + odd
+    batched = decode_jpegs_as_is(paths, 32)
+    assert all(t is not None for t in batched[:42]) and batched[42:] == [None, None]  # PNG; needs resizing
+    tensors, bad = read_images(paths, 3, 32, skip_bad=False)
+    assert bad == [] and all(torch.equal(t, read_image(p, 3, 32)) for t, p in zip(tensors, paths))
+
+
+def test_a_jpeg_declaring_a_huge_frame_is_refused_before_it_is_decoded(cifar_jpgs, tmp_path):
+    data = bytearray(next((cifar_jpgs / "test" / "cat").iterdir()).read_bytes())
+    assert jpeg_size(bytes(data)) == (32, 32)
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = (50_000).to_bytes(2, "big") * 2  # height, width: 7.5 GB once decoded
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(bytes(data))
+    assert jpeg_size(bytes(data)) == (50_000, 50_000) and decode_jpegs_as_is([bomb], None) == [None]
+    with pytest.raises(VislabError, match=f"image {bomb} has over .* decompression bomb"):
+        read_images([bomb], 3, None, skip_bad=False)
 
 
 def test_a_corrupt_image_is_named_in_the_error(cifar_jpgs, tmp_path):
