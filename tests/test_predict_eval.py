@@ -1,8 +1,11 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
+from vislab.checkpoint import load_checkpoint
 from vislab.cli import main
 from vislab.data import load_dataset
 from vislab.tasks import load_config
@@ -80,3 +83,10 @@ def test_predict_on_real_jpegs_agrees_with_eval_on_the_test_split(cli, cifar_run
     assert lines[0].startswith("file,class1,prob1") and len(lines) == 501
     correct = sum(line.split(",")[1] == line.split("/")[-2] for line in lines[1:])
     assert correct / 500 == pytest.approx(report["top1"], abs=1e-6)  # the checkpoint alone reproduces eval
+
+
+def test_a_checkpoint_is_evaluated_in_the_memory_layout_it_trained_in(cifar_run):
+    checkpoint = load_checkpoint(cifar_run)
+    assert checkpoint.meta.config["trainer"]["channels_last"] is True  # the default for convolutions
+    convolutions = [m for m in checkpoint.model().modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions)
