@@ -1,11 +1,15 @@
 import colorsys
 
+import pytest
 import torch
 import torchvision.transforms.v2.functional as F
 
 from vislab.config import AugmentConfig
+from vislab.data import load_dataset
 from vislab.data.augment import BatchAugment, cutout, hue_shift, random_affine, random_crop_flip
+from vislab.data.module import ImageDataModule
 from vislab.data.randaugment import rand_augment
+from vislab.tasks import load_config
 
 
 def ramp(batch: int = 64, size: int = 16) -> torch.Tensor:
@@ -166,3 +170,30 @@ def test_offline_pixels_are_the_training_batch_before_normalisation():
     torch.manual_seed(3)
     trained, _ = augment(images, torch.zeros(16, dtype=torch.long))
     assert torch.allclose((pixels - augment.mean) / augment.std, trained, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_alternating_flip_shows_every_training_image_both_ways_every_two_epochs(cifar_jpgs, in_memory):
+    overrides = [f"data=folder:{cifar_jpgs}", f"in_memory={in_memory}", "augment.hflip=alternate"]
+    config = load_config(overrides=overrides)
+    splits = load_dataset(config)
+    alternating = ImageDataModule(splits, 64, 0, config.seed, config.augment).dataset(splits.train, True)
+    unflipped = config.augment.model_copy(update={"hflip": False})  # the same crops, drawn from the seed
+    plain = ImageDataModule(splits, 64, 0, config.seed, unflipped).dataset(splits.train, True)
+    count = 300
+
+    def mirrored(epoch: int) -> torch.Tensor:
+        keys = [(epoch, i) for i in range(count)]
+        images = torch.stack([alternating[key][0] for key in keys])
+        reference = torch.stack([plain[key if not in_memory else key[1]][0] for key in keys])
+        flipped = (images == reference.flip(-1)).flatten(1).all(1)
+        assert (flipped | (images == reference).flatten(1).all(1)).all()  # mirrored or untouched
+        return flipped
+
+    first, second = mirrored(0), mirrored(1)
+    assert (first ^ second).all() and torch.equal(mirrored(2), first)
+    assert 0.4 < first.float().mean() < 0.6
+    # On the device, nothing flips them again: with no crop, the batch passes through unchanged.
+    batch = BatchAugment(AugmentConfig(crop_padding=0, hflip="alternate"), [0.0] * 3, [1.0] * 3, 10)
+    images = splits.train.images[:64] if in_memory else torch.stack([plain[(0, i)][0] for i in range(64)])
+    assert torch.equal(batch.pixels(images), images.float() / 255)

@@ -66,5 +66,7 @@ def test_an_interrupted_augment_resumes_to_the_same_files(cli, tmp_path, photos,
 def test_augment_refuses_what_an_image_folder_cannot_hold(cli, tmp_path, photos):
     result = cli("augment", f"folder:{photos}", tmp_path / "out", "augment.mixup=0.2")
     assert result.code == 2 and "mix labels" in result.err
+    result = cli("augment", f"folder:{photos}", tmp_path / "out", "augment.hflip=alternate")
+    assert result.code == 2 and "hflip=true" in result.err
     result = cli("augment", f"folder:{photos}", tmp_path / "out", "--copies", "0")
     assert result.code == 2 and "at least 1" in result.err

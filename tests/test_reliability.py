@@ -297,8 +297,8 @@ def test_two_runs_started_together_with_one_name_never_share_a_folder(tmp_path):
 
 
 def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path, cifar_jpgs):
-    """Random resized crop, rotation and hue draw per image from the batch's position: a run stopped
-    mid-epoch and resumed ends exactly like an uninterrupted one."""
+    """Random resized crop, rotation and hue draw per image from the batch's position, alternating flips
+    from the epoch: a run stopped mid-epoch and resumed ends exactly like an uninterrupted one."""
     args = [
         f"data=folder:{cifar_jpgs}",
         "model=resnet8",
@@ -308,6 +308,7 @@ def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path,
         "augment.crop_scale=0.5",
         "augment.rotation=15",
         "augment.hue=0.1",
+        "augment.hflip=alternate",
         *QUIET,
     ]
     assert main(["train", *args, f"runs_dir={tmp_path}", "name=reference"]) == 0

@@ -61,6 +61,7 @@ def test_each_task_brings_its_defaults_under_what_the_user_sets():
         (["segmentation.loss=focal"], "segmentation.loss=focal does not apply to classification"),
         (["data=voc2012", "augment.mixup=0.2"], "augment.mixup=0.2 does not apply to segmentation"),
         (["data=voc2012", "finetune.head_hidden=512"], "does not apply to segmentation"),
+        (["data=voc2012", "augment.hflip=alternate"], "hflip=alternate does not apply to segmentation"),
         (["early_stopping.monitor=val_miou"], "val_miou is not a classification metric"),
     ],
 )

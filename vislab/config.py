@@ -23,7 +23,9 @@ class AugmentConfig(Section):
     # Random resized crop: each image keeps a random part of at least this fraction of its area (aspect
     # 3:4 to 4:3), resized back; 0 = off. Replaces the padded crop; the default for photo-sized images.
     crop_scale: float | None = Field(None, ge=0, le=1)
-    hflip: bool | None = None
+    # Mirror a random half of the images; "alternate": a fixed random half in even epochs and the other
+    # half in odd ones, so that every two epochs show each image both ways (airbench's alternating flip).
+    hflip: bool | Literal["alternate"] | None = None
     rotation: float | None = Field(None, ge=0, le=180)  # random rotation within +-degrees, 0 = off
     color_jitter: float | None = None  # strength of brightness/contrast/saturation jitter, 0 = off
     hue: float | None = Field(None, ge=0, le=0.5)  # random hue shift, +-this fraction of the colour wheel
@@ -245,8 +247,14 @@ def build_config(values: dict[str, Any]) -> Config:
         key = ".".join(str(part) for part in problem["loc"])
         if problem["type"] == "extra_forbidden":
             raise unknown_name("config key", key, dotted_keys()) from None
-        given = problem.get("input")
-        raise VislabError(f"config key '{key}': {problem['msg'].lower()} (got {given!r})") from None
+        parts = key.split(".")
+        while len(parts) > 1 and ".".join(parts) not in dotted_keys():  # a union's branch: augment.hflip.bool
+            parts.pop()
+        key = ".".join(parts)
+        # A union fails once per branch: "a valid boolean ... or 'alternate'".
+        branches = [p["msg"].lower() for p in error.errors() if ".".join(map(str, p["loc"])).startswith(key)]
+        given, expected = problem.get("input"), " or ".join(dict.fromkeys(branches))
+        raise VislabError(f"config key '{key}': {expected} (got {given!r})") from None
 
 
 def save_config(config: Config, path: Path) -> None:

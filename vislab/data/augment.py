@@ -142,10 +142,11 @@ class BatchAugment(nn.Module):
         """The augmentations that change pixels alone, uint8 in, floats in [0, 1] out: what training
         normalises, and what `vislab augment` writes to disk."""
         aug = self.augment
-        if self.on_device and (aug.crop_padding or aug.hflip) and not aug.crop_scale:
-            images = random_crop_flip(images, aug.crop_padding, aug.hflip)
+        random_flip = aug.hflip is True  # alternating flips come with the batch (`AlternatingFlips`)
+        if self.on_device and (aug.crop_padding or random_flip) and not aug.crop_scale:
+            images = random_crop_flip(images, aug.crop_padding, random_flip)
         if self.on_device and (aug.crop_scale or aug.rotation):
-            flip = aug.hflip and bool(aug.crop_scale)  # else the padded crop above has flipped already
+            flip = random_flip and bool(aug.crop_scale)  # else the padded crop above has flipped already
             images = random_affine(images, aug.crop_scale or 1.0, aug.rotation, flip)
         images = images.float() / 255
         if aug.color_jitter:

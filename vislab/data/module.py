@@ -16,21 +16,42 @@ from vislab.data.images import open_image, resize_center_crop, to_tensor
 from vislab.data.splits import Split, Splits
 
 
-class TensorPairs(Dataset):
-    """An in-memory split of (image, target) tensors; `__getitems__` slices a whole batch in one op."""
+class AlternatingFlips:
+    """airbench's alternating flip: which images of a split are mirrored in an epoch. A fixed random half
+    (drawn from the seed) in even epochs, the other half in odd ones: every two epochs show each image
+    both ways, where independent coin flips show a quarter of them one way only."""
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor):
-        self.images, self.targets = images, targets
+    def __init__(self, count: int, seed: int):
+        generator = torch.Generator().manual_seed(position_seed(seed, -1))  # -1: before any epoch
+        self.even = torch.rand(count, generator=generator) < 0.5
+
+    def __call__(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
+        return self.even[index] ^ bool(epoch % 2)
+
+
+class TensorPairs(Dataset):
+    """An in-memory split of (image, target) tensors; `__getitems__` slices a whole batch in one op.
+    With `flips`, it is indexed by (epoch, index) keys and mirrors the images those flips choose."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, flips: AlternatingFlips | None = None):
+        self.images, self.targets, self.flips = images, targets, flips
+        self.keyed = flips is not None
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int):
-        return self.images[index], self.targets[index]
+    def __getitem__(self, key):
+        images, targets = self.__getitems__([key])
+        return images[0], targets[0]
 
-    def __getitems__(self, indices: list[int]):
-        index = torch.as_tensor(indices)
-        return self.images[index], self.targets[index]
+    def __getitems__(self, keys: list):
+        if self.flips is None:
+            index = torch.as_tensor(keys)
+            return self.images[index], self.targets[index]
+        epoch, index = keys[0][0], torch.as_tensor([i for _, i in keys])
+        images, mirrored = self.images[index], self.flips(epoch, index)
+        images[mirrored] = images[mirrored].flip(-1)
+        return images, self.targets[index]
 
 
 def keep_batch(batch):
@@ -132,7 +153,8 @@ def seeded_loader(
     sampler = None
     if train or world > 1 or not in_memory:
         position = (lambda: training_position(trainer, batch_size)) if train else (lambda: (0, 0))
-        sampler = ResumableSampler(dataset, world, rank, train, seed, not in_memory, position, weights)
+        keyed = not in_memory or dataset.keyed  # in memory: a TensorPairs, keyed when it alternates flips
+        sampler = ResumableSampler(dataset, world, rank, train, seed, keyed, position, weights)
     workers = 0 if in_memory else workers
     return DeferredLoader(
         dataset,
@@ -159,9 +181,10 @@ class ImageFiles(Dataset):
         size: int,
         transform: T.Transform | None,
         seed: int = 0,
+        flips: AlternatingFlips | None = None,
     ):
         self.files, self.labels, self.channels = files, labels, channels
-        self.size, self.transform, self.seed = size, transform, seed
+        self.size, self.transform, self.seed, self.flips = size, transform, seed, flips
 
     def __len__(self) -> int:
         return len(self.files)
@@ -172,7 +195,10 @@ class ImageFiles(Dataset):
         if self.transform is None:
             return to_tensor(resize_center_crop(image, self.size)), self.labels[index]
         torch.manual_seed(position_seed(self.seed, epoch, index))  # a worker process's own generator
-        return self.transform(to_tensor(image)), self.labels[index]
+        image = self.transform(to_tensor(image))
+        if self.flips is not None and self.flips(epoch, torch.tensor(index)):
+            image = image.flip(-1)
+        return image, self.labels[index]
 
 
 STREAMED_CROP_SCALE = 0.35  # streamed files come at their own sizes: they are always crop-resized
@@ -183,7 +209,7 @@ def stream_transform(size: int, augment: AugmentConfig) -> T.Transform:
     RandAugment (colour jitter, Cutout and MixUp run on the batch, as for in-memory data)."""
     scale = (augment.crop_scale or STREAMED_CROP_SCALE, 1.0)
     steps = [T.RandomResizedCrop(size, scale=scale, antialias=True)]
-    if augment.hflip:
+    if augment.hflip is True:  # alternating flips: `ImageFiles`
         steps.append(T.RandomHorizontalFlip())
     if augment.rotation:
         steps.append(T.RandomRotation(augment.rotation))
@@ -215,11 +241,13 @@ class ImageDataModule(L.LightningDataModule):
         self.seed, self.augment, self.balanced = seed, augment, balanced
 
     def dataset(self, split: Split, train: bool) -> Dataset:
+        alternate = train and self.augment.hflip == "alternate"
+        flips = AlternatingFlips(len(split), self.seed) if alternate else None
         if split.in_memory:
-            return TensorPairs(split.images, split.labels)
+            return TensorPairs(split.images, split.labels, flips)
         size = self.splits.image_size
         transform = stream_transform(size, self.augment) if train else None
-        return ImageFiles(split.files, split.labels, self.splits.channels, size, transform, self.seed)
+        return ImageFiles(split.files, split.labels, self.splits.channels, size, transform, self.seed, flips)
 
     def loader(self, split: Split, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)

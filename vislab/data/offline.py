@@ -102,6 +102,8 @@ def augment_dataset(config: Config, out: Path, copies: int) -> Written:
         raise VislabError(f"--copies must be at least 1, not {copies}")
     if config.augment.mixup or config.augment.cutmix:
         raise VislabError("augment.mixup and augment.cutmix mix labels; an image folder holds one per image")
+    if config.augment.hflip == "alternate":
+        raise VislabError("augment.hflip=alternate alternates by training epoch; copies take hflip=true")
     splits = load_dataset(config, config.image_size)
     config = with_augment_defaults(config)
     config = with_normalisation(config, stats_sample(splits), splits.channels)

@@ -51,11 +51,17 @@ def infer_task(values: dict[str, Any]) -> Task:
 
 
 def refuse_foreign_keys(config: Config, task: Task) -> None:
-    """A key that means nothing for the task, set to anything but its default or off, is an error."""
+    """A key that means nothing for the task, set to anything but its default or off, is an error; so is
+    a value that means nothing for it (foreign keys written key=value)."""
     defaults = flatten(Config().model_dump())
     for key, value in flatten(config.model_dump()).items():
         reason = next(
-            (why for k, why in task.foreign_keys.items() if key == k or key.startswith(k + ".")), None
+            (
+                why
+                for k, why in task.foreign_keys.items()
+                if key == k or key.startswith(k + ".") or k == f"{key}={value}"
+            ),
+            None,
         )
         if reason and value != defaults[key] and value not in (None, 0, False):
             raise VislabError(f"{key}={value} does not apply to {task.name}: {reason}")

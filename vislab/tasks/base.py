@@ -62,7 +62,8 @@ class Task:
     monitor: str  # the validation metric that picks the best checkpoint
     metric_columns: list[str]  # of metrics.csv
     scores: list[tuple[str, str]]  # (label, summary.json key): the headline numbers of compare
-    # Config keys that mean nothing for this task, with why: setting one is an error, not a silent no-op.
+    # Config keys (or key=value) that mean nothing for this task, with why: setting one is an error, not a
+    # silent no-op.
     foreign_keys: dict[str, str]
     prepare: Callable[[Config], Prepared]
     evaluate: Callable[[Checkpoint, str, list[str], bool], dict]  # (checkpoint, split, overrides, tta)
