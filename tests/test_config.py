@@ -45,6 +45,9 @@ def test_unknown_key_suggests_the_closest():
 def test_wrong_type_names_the_key():
     with pytest.raises(VislabError, match="config key 'epochs'"):
         load_config(None, ["epochs=many"])
+    # A key of several forms names the key, not a form, and every form it takes.
+    with pytest.raises(VislabError, match="config key 'augment.hflip': .*valid boolean.* or .*'alternate'"):
+        load_config(None, ["augment.hflip=sometimes"])
 
 
 def test_numbers_given_for_text_keys_stay_text():

@@ -252,7 +252,8 @@ def build_config(values: dict[str, Any]) -> Config:
             parts.pop()
         key = ".".join(parts)
         # A union fails once per branch: "a valid boolean ... or 'alternate'".
-        branches = [p["msg"].lower() for p in error.errors() if ".".join(map(str, p["loc"])).startswith(key)]
+        located = [(".".join(map(str, p["loc"])), p["msg"].lower()) for p in error.errors()]
+        branches = [msg for loc, msg in located if loc == key or loc.startswith(key + ".")]
         given, expected = problem.get("input"), " or ".join(dict.fromkeys(branches))
         raise VislabError(f"config key '{key}': {expected} (got {given!r})") from None
 
