@@ -196,6 +196,21 @@ def test_eval_of_a_segmentation_run_prints_miou(cli, camvid_run):
     assert result.code == 0 and "mIoU" in result.out and "(6 images)" in result.out
 
 
+def test_eval_tta_of_a_segmentation_run_scores_with_and_without_it(cli, camvid_run):
+    run = camvid_run[0]
+    assert cli("eval", run).code == 0
+    without = json.loads((run / "eval_val.json").read_text())["miou"]
+    result = cli("eval", run, "--tta")
+    assert result.code == 0 and "test-time augmentation: miou" in result.out, result.err
+    saved = json.loads((run / "eval_val.json").read_text())
+    assert saved["tta"] == {
+        "score": "miou",
+        "with": saved["miou"],
+        "without": without,
+        "gain": round(saved["miou"] - without, 6),
+    }
+
+
 def test_validation_predictions_are_logged_to_tensorboard_as_images(camvid_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

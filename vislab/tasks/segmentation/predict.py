@@ -84,42 +84,53 @@ def evaluate(
     the scores are those with the mirrored image averaged in, the gain over none beside them."""
     config, data = load_eval_split(checkpoint, split, overrides)
     model = checkpoint.model()
-    result = score_split(checkpoint, model, config.data, data, split)
-    if not tta:
-        return result
-    augmented = TestTimeAugment.for_model(model, checkpoint.meta)
-    result = with_tta(score_split(checkpoint, augmented, config.data, data, split), result, "miou")
+    if tta:
+        augmented = TestTimeAugment.for_model(model, checkpoint.meta)
+        without, result = score_split(checkpoint, [model, augmented], config.data, data, split)
+        result = with_tta(result, without, "miou")
+    else:
+        (result,) = score_split(checkpoint, [model], config.data, data, split)
     write_eval(checkpoint.run_dir, split, result)
     return result
 
 
-def score_split(checkpoint: Checkpoint, model, data_name: str, data: SegSplit, split: str) -> dict:
-    """`evaluate` on a split already loaded, with the checkpoint's model already built."""
+def score_split(
+    checkpoint: Checkpoint, models: list, data_name: str, data: SegSplit, split: str
+) -> list[dict]:
+    """`evaluate`'s scores of each of `models` on a split already loaded, each image and mask read once
+    for all of them."""
     meta = checkpoint.meta
     classes, ignore = meta.classes, meta.ignore_index
-    metrics = segmentation_metrics(len(classes), ignore)
-    per_class = MulticlassJaccardIndex(len(classes), ignore_index=ignore, average="none")
-    confusion = MulticlassConfusionMatrix(len(classes), ignore_index=ignore)
+
+    def metrics() -> tuple:
+        return (
+            segmentation_metrics(len(classes), ignore),
+            MulticlassJaccardIndex(len(classes), ignore_index=ignore, average="none"),
+            MulticlassConfusionMatrix(len(classes), ignore_index=ignore),
+        )
+
+    per_model = [metrics() for _ in models]
     for image_path, mask_path in zip(data.image_files, data.mask_files):
         image = to_tensor(open_image(image_path, 3))
-        labels = torch.from_numpy(predict_labels(model, meta, image).astype(np.int64))
         truth = torch.from_numpy(read_mask(mask_path).astype(np.int64))
-        for metric in (metrics, per_class, confusion):
-            metric.update(labels[None], truth[None])
-    scores = metrics.compute()
-    result = {
-        "checkpoint": str(checkpoint.path),
-        "model": meta.model,
-        "data": data_name,
-        "split": split,
-        "images": len(data),
-        **{k: round(float(v), 6) for k, v in scores.items()},
-        "per_class_iou": {c: round(float(v), 6) for c, v in zip(classes, per_class.compute())},
-        "classes": classes,
-        "confusion_matrix": confusion.compute().tolist(),
-    }
-    write_eval(checkpoint.run_dir, split, result)
-    return result
+        for model, trackers in zip(models, per_model):
+            labels = torch.from_numpy(predict_labels(model, meta, image).astype(np.int64))
+            for metric in trackers:
+                metric.update(labels[None], truth[None])
+    return [
+        {
+            "checkpoint": str(checkpoint.path),
+            "model": meta.model,
+            "data": data_name,
+            "split": split,
+            "images": len(data),
+            **{k: round(float(v), 6) for k, v in summary.compute().items()},
+            "per_class_iou": {c: round(float(v), 6) for c, v in zip(classes, per_class.compute())},
+            "classes": classes,
+            "confusion_matrix": confusion.compute().tolist(),
+        }
+        for summary, per_class, confusion in per_model
+    ]
 
 
 def describe_eval(result: dict) -> str:

@@ -14,7 +14,7 @@ from vislab.errors import VislabError
 from vislab.reports import plots
 from vislab.reports.document import ReportOptions, Section, Table, progress, write_html, write_markdown
 from vislab.reports.plots import save
-from vislab.runs import read_metrics
+from vislab.runs import read_metrics, write_eval
 from vislab.tasks.segmentation.predict import load_eval_split, predict_labels, score_split
 
 SEGMENTATION_SCORES = [
@@ -34,7 +34,8 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions, examples: int =
     progress(f"evaluating the {split} split on whole images")
     config, data = load_eval_split(checkpoint, split)
     model = checkpoint.model()
-    result = score_split(checkpoint, model, config.data, data, split)
+    (result,) = score_split(checkpoint, [model], config.data, data, split)
+    write_eval(run_dir, split, result)
     classes = result["classes"]
     rows = [
         ["model", result["model"]],
