@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import http.server
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +109,8 @@ def cli(capsys):
     return run
 
 
-def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 600) -> Result:
+def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 1800) -> Result:
+    """Runs `python -m vislab ARGS...`; the timeout only ends a hung run, far beyond a slow machine's time."""
     done = subprocess.run(
         [sys.executable, "-m", "vislab", *map(str, args)],
         capture_output=True,
@@ -115,6 +119,25 @@ def run_subprocess(*args: str, cwd: Path | None = None, timeout: float = 600) ->
         timeout=timeout,
     )
     return Result(done.returncode, done.stdout, done.stderr)
+
+
+def kill_when(
+    process: subprocess.Popen, ready: Callable[[], bool], what: str, timeout_s: float = 900
+) -> None:
+    """SIGKILLs `process` as soon as `ready()` holds. Fails, saying so, if the process ends first (a crash,
+    or a machine fast enough to finish before the test looked) or gets nowhere in `timeout_s`, a deadline
+    meant only to end a hung test, never reached by a slow machine that works."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert process.poll() is None, f"the run ended (exit code {process.returncode}) before {what}"
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"the run did not reach {what} in {timeout_s} s")
+        time.sleep(0.02)
+    process.kill()
+    code = process.wait()
+    assert code == -signal.SIGKILL, f"the run had ended (exit code {code}) before the kill at {what}"
 
 
 # No progress bar, and no report except where a test is about reports: the suite stays fast.
