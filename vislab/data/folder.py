@@ -9,8 +9,9 @@ import torch
 
 from vislab.data.images import is_image_file, opened, read_images
 from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
-from vislab.data.splits import Split, Splits, fits_in_memory, stratified_split
+from vislab.data.splits import Split, Splits, stratified_split
 from vislab.errors import VislabError
+from vislab.memory import hold_in_memory
 
 LARGE_IMAGE_DEFAULT_SIZE = 224  # photos larger than this are resized to the usual ImageNet input size
 
@@ -100,9 +101,7 @@ def load_folder(request: LoadRequest) -> Splits:
     has_train = (root / "train").is_dir()
     classes, files, labels = labelled_files(root / "train" if has_train else root)
     size = request.image_size or native_size(files, request.skip_bad_images)
-    in_memory = request.in_memory
-    if in_memory is None:
-        in_memory = fits_in_memory(len(files), 3, size)
+    in_memory = hold_in_memory(request.in_memory, len(files), 3 * size * size, size)
     skipped: list[Path] = []
 
     def make_split(split_files: list[Path], split_labels: list[int]) -> Split:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from vislab.data.images import IMAGE_EXTENSIONS, open_image, opened, resize_shorter, to_tensor
 from vislab.data.registry import SEGFOLDER_PREFIX, DatasetEntry, LoadRequest, register_dataset
-from vislab.data.splits import fits_in_memory
 from vislab.errors import VislabError
+from vislab.memory import hold_in_memory
 
 STRIDE = 32  # every segmentation network's total downsampling divides this: inputs are cut or padded to it
 # Flips (colour jitter cost mIoU in short CamVid runs); rescaling and crops are segmentation.* keys.
@@ -199,11 +199,12 @@ def finish(splits: SegSplits, request: LoadRequest) -> SegSplits:
     with opened(splits.train.image_files[0]) as first:
         width, height = first.size
     size = request.image_size or min(width, height)
-    in_memory = request.in_memory
-    if in_memory is None:
-        scale = size / min(width, height)
-        pixels = round(width * scale) * round(height * scale)
-        in_memory = fits_in_memory(len(splits.train) + len(splits.val), 4, round(pixels**0.5))
+    scale = size / min(width, height)
+    pixels = round(width * scale) * round(height * scale)
+    mask_bytes = 1 if splits.ignore_index <= 255 else 4
+    count = len(splits.train) + len(splits.val)
+    pair = "image/mask pairs"
+    in_memory = hold_in_memory(request.in_memory, count, (3 + mask_bytes) * pixels, size, what=pair)
     for name in ("train", "val"):
         part = getattr(splits, name)
         if in_memory:

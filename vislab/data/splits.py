@@ -77,7 +77,3 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[list[float],
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
     return [round(v, 4) for v in mean.tolist()], [round(max(v, 1e-3), 4) for v in std.tolist()]
-
-
-def fits_in_memory(count: int, channels: int, size: int, budget_bytes: int = 4 * 2**30) -> bool:
-    return count * channels * size * size <= budget_bytes

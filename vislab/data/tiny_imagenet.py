@@ -8,8 +8,9 @@ from pathlib import Path
 from vislab.data.download import download, extract
 from vislab.data.folder import files_split
 from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
-from vislab.data.splits import Splits, fits_in_memory
+from vislab.data.splits import Splits
 from vislab.errors import VislabError
+from vislab.memory import hold_in_memory
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
@@ -57,9 +58,7 @@ def load_tiny_imagenet(request: LoadRequest) -> Splits:
     val_files = sorted(root / "val" / "images" / name for name in annotations)
     val_labels = [index[annotations[f.name]] for f in val_files]
     size = request.image_size or 64
-    in_memory = (
-        request.in_memory if request.in_memory is not None else fits_in_memory(len(train_files), 3, size)
-    )
+    in_memory = hold_in_memory(request.in_memory, len(train_files) + len(val_files), 3 * size * size, size)
     skipped: list[Path] = []
     train = files_split(train_files, train_labels, size, in_memory, request.skip_bad_images, skipped)
     val = files_split(val_files, val_labels, size, in_memory, request.skip_bad_images, skipped)

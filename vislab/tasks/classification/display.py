@@ -16,6 +16,7 @@ from vislab.config import Config
 from vislab.data import load_dataset
 from vislab.data.images import normalise, read_image
 from vislab.export import Predictor
+from vislab.memory import batch_warning
 from vislab.reports.cam import grad_cam, overlay
 from vislab.tasks.base import Preview, Shown
 from vislab.tasks.classification.evaluate import collect_outputs, load_eval_data
@@ -52,7 +53,8 @@ def preview(config: Config, per_class: int = 4, most_classes: int = 12) -> Previ
         + f" images at {splits.image_size}x{splits.image_size}; largest/smallest class "
         + f"(train) {largest}/{smallest}"
     )
-    return Preview(summary, ["class", *names], rows, samples)
+    warning = batch_warning(config.batch_size, len(train))
+    return Preview(summary + (f"\n\n{warning}" if warning else ""), ["class", *names], rows, samples)
 
 
 def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:

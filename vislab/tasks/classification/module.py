@@ -15,6 +15,7 @@ from vislab.data.augment import BatchAugment
 from vislab.data.images import normalise
 from vislab.data.module import ImageDataModule
 from vislab.data.splits import Splits
+from vislab.memory import check_training_fits, warn_about_batch
 from vislab.models import model_input_size, needs_exact_input_size
 from vislab.models.timm_models import timm_data_config
 from vislab.tasks.base import Prepared, TaskModule, build_model
@@ -109,8 +110,9 @@ def init_from_data(model: nn.Module, splits: Splits, config: Config, most: int =
 def prepare_classification(config: Config) -> Prepared:
     """The dataset, the model with its on-device augmentation, and the metadata its checkpoints carry."""
     splits = load_dataset(config, input_size(config))
-    config = resolve_defaults(config, splits)
     num_classes = len(splits.classes)
+    check_training_fits(config, num_classes, splits.channels, splits.image_size, len(splits.train))
+    config = resolve_defaults(config, splits)
     model, config = build_model(config, num_classes, splits.channels, splits.image_size)
     init_from_data(model, splits, config)
     finetune = config.finetune
@@ -144,4 +146,5 @@ def prepare_classification(config: Config) -> Prepared:
         "class_weights": None if weights is None else [round(w, 4) for w in weights.tolist()],
     }
     module = ClassificationModule(model, config, augment, meta, weights)
+    warn_about_batch(config.batch_size, len(splits.train))
     return Prepared(config, module, datamodule, info, splits.skipped)

@@ -14,6 +14,7 @@ from vislab.data import load_dataset
 from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import colour_mask, overlay, read_mask
 from vislab.export import Predictor
+from vislab.memory import batch_warning
 from vislab.tasks.base import Preview, Shown
 from vislab.tasks.segmentation.predict import load_eval_split, predict_labels, segment_file
 
@@ -32,7 +33,8 @@ def preview(config: Config, count: int = 8) -> Preview:
         f"{', ...' if len(splits.classes) > 12 else ''}), {len(splits.train)} train and "
         f"{len(splits.val)} val images; mask value {splits.ignore_index} is ignored"
     )
-    return Preview(summary, ["split", "images"], rows, samples)
+    warning = batch_warning(config.batch_size, len(splits.train))
+    return Preview(summary + (f"\n\n{warning}" if warning else ""), ["split", "images"], rows, samples)
 
 
 def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:

@@ -18,7 +18,8 @@ from vislab.data import load_dataset, with_augment_defaults, with_normalisation
 from vislab.data.images import read_image
 from vislab.data.seg_augment import SegmentationAugment
 from vislab.data.seg_module import SegmentationDataModule
-from vislab.data.segmentation import STRIDE, SegSplits, colour_mask, read_mask
+from vislab.data.segmentation import STRIDE, SegSplits, colour_mask, read_mask, whole_crop
+from vislab.memory import check_training_fits, warn_about_batch
 from vislab.tasks.base import Prepared, TaskModule, build_model
 from vislab.tasks.segmentation.losses import class_weights, segmentation_loss
 
@@ -117,12 +118,14 @@ def prepare_segmentation(config: Config) -> Prepared:
     """The image/mask pairs, the model with its on-device augmentation, and the checkpoint metadata."""
     splits = load_dataset(config, config.image_size)
     size, ignore = splits.image_size, splits.ignore_index
+    num_classes = len(splits.classes)
+    crop = config.segmentation.crop_size or whole_crop(size)  # the side of the training inputs
+    check_training_fits(config, num_classes, 3, size, len(splits.train), crop)
     files = splits.train.image_files
     sample = torch.stack([read_image(p, 3, size) for p in files[:: max(1, len(files) // 64)]])
     seg = config.segmentation.model_copy(update={"ignore_index": ignore})
     config = with_augment_defaults(config).model_copy(update={"image_size": size, "segmentation": seg})
     config = with_normalisation(config, sample if config.mean is None or config.std is None else None, 3)
-    num_classes = len(splits.classes)
     model, config = build_model(config, num_classes, 3, size)
     weights = class_weights(train_masks(splits), num_classes, ignore) if seg.class_weights else None
     meta = ModelMeta(
@@ -154,4 +157,5 @@ def prepare_segmentation(config: Config) -> Prepared:
         "classes": splits.classes,
     }
     module = SegmentationModule(model, config, meta, augment, splits.train.in_memory, weights)
+    warn_about_batch(config.batch_size, len(splits.train))
     return Prepared(config, module, SegmentationDataModule(splits, config), info)
