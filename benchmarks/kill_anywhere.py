@@ -92,7 +92,7 @@ def interrupt(runs: Path, name: str, args: list[str], how: str, delay: float) ->
         shutil.rmtree(run, ignore_errors=True)
     before = last.stat().st_mtime_ns if last.is_file() else 0
     process = train(runs, name, args, resume=last.is_file())
-    temporary = run / "checkpoints" / ".last.ckpt.tmp"
+    temporary = run / "checkpoints" / ".last.tmp.ckpt"
     started, hit = time.monotonic(), "a random moment"
     if how == "SIGTERM":  # from this attempt's first checkpoint on
         while process.poll() is None and (not last.is_file() or last.stat().st_mtime_ns == before):

@@ -57,7 +57,7 @@ def test_an_interrupted_augment_resumes_to_the_same_files(cli, tmp_path, photos,
     monkeypatch.setattr(offline, "save_png", failing_save)
     cut = cli("augment", f"folder:{photos}", tmp_path / "cut", *ARGS)
     assert cut.code == 1 and cut.err == "vislab: error: No space left on device\n"  # the machine's fault
-    assert not list((tmp_path / "cut").rglob(".*.tmp"))  # nothing half-written
+    assert not list((tmp_path / "cut").rglob(".*.tmp*"))  # nothing half-written
     monkeypatch.setattr(offline, "save_png", real_save)
     assert cli("augment", f"folder:{photos}", tmp_path / "cut", *ARGS).code == 0
     assert files(tmp_path / "cut") == files(tmp_path / "whole")

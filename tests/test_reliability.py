@@ -12,8 +12,8 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,19 +28,22 @@ from conftest import QUIET, copy_classes, small_copy
 DIGITS = ["model=resnet8", "epochs=3", "batch_size=16", "augment.mixup=0.2", *QUIET]
 
 
-def start(*args, **popen) -> subprocess.Popen:
-    """`vislab ARGS` as its own process group, as a shell or a scheduler would start it."""
-    command = [sys.executable, "-m", "vislab", *map(str, args)]
+STOPPER = Path(__file__).with_name("stopper.py")
+
+
+def start(*args, stop_at: tuple | None = None, **popen) -> subprocess.Popen:
+    """`vislab ARGS` as its own process group, as a shell or a scheduler would start it; with
+    `stop_at=(SIGNAL, TARGET, N[, "--after"])` sending SIGNAL to that group at the N-th call of TARGET
+    (tests/stopper.py): at a point of the code, whatever the machine's speed."""
+    vislab = [str(STOPPER), *map(str, stop_at), "--"] if stop_at else ["-m", "vislab"]
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen
+        [sys.executable, *vislab, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
     )
-
-
-def wait_for(condition, timeout: float = 300, every: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(every)
 
 
 def rows(run) -> list[dict]:
@@ -75,16 +78,16 @@ def position(run) -> tuple[int, int]:
     return checkpoint["epoch"], progress["processed"]
 
 
-def stop_mid_epoch(tmp_path, args: list, signum: int, after_rows: int = 1, delay: float = 0.5):
-    """Starts a run, sends `signum` to its process group `delay` s into the epoch after `after_rows`
-    epochs, and returns the finished process and its run folder."""
+def stop_mid_epoch(tmp_path, args: list, signal_name: str, batch: int):
+    """Starts a run and sends `signal_name` to its process group just before the end of its `batch`-th
+    training batch (counted from 1 over all epochs); returns the finished process's exit code, its
+    stderr and the run folder."""
     run = tmp_path / "stopped"
-    process = start("train", *args, f"runs_dir={tmp_path}", "name=stopped", "checkpoint_every_min=0")
-    metrics = run / "metrics.csv"
-    wait_for(lambda: metrics.is_file() and len(rows(run)) >= after_rows)
-    time.sleep(delay)
-    os.killpg(process.pid, signum)
-    out, err = process.communicate(timeout=120)
+    at = (signal_name, "vislab.resilience.RunGuard.on_train_batch_end", batch)
+    process = start(
+        "train", *args, f"runs_dir={tmp_path}", "name=stopped", "checkpoint_every_min=0", stop_at=at
+    )
+    out, err = process.communicate(timeout=600)
     return process.returncode, err, run
 
 
@@ -96,28 +99,30 @@ def digits_reference(tmp_path_factory):
 
 
 def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(tmp_path, digits_reference):
-    code, err, run = stop_mid_epoch(tmp_path, DIGITS, signal.SIGTERM)
+    code, err, run = stop_mid_epoch(tmp_path, DIGITS, "SIGTERM", batch=101 + 21)
     assert code == 143, err
     message = err.strip().splitlines()[-1]
-    assert message.startswith("vislab: stopped by SIGTERM at epoch 1, batch ")
+    assert message.startswith("vislab: stopped by SIGTERM at epoch 1, batch 21/101")
     assert f"vislab train --resume {run}" in message and "Traceback" not in err
-    epoch, done = position(run)
-    assert epoch == 1 and 0 < done < 101  # mid-epoch: 1,616 digits / 16 = 101 batches
+    assert position(run) == (1, 21)  # 1,616 digits / 16 = 101 batches an epoch
     assert not (run / "summary.json").exists()
     assert_resumes_like(run, digits_reference)
 
 
 def test_sigkill_while_a_checkpoint_is_written_loses_nothing(tmp_path, digits_reference):
     run = tmp_path / "killed"
-    temporary = run / "checkpoints" / ".last.ckpt.tmp"
-    # A checkpoint every 0.3 s: the kill lands while one of them is being written.
-    process = start("train", *DIGITS, f"runs_dir={tmp_path}", "name=killed", "checkpoint_every_min=0.005")
-    wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file() and temporary.exists(), every=0.0005)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    read_checkpoint(run / "checkpoints" / "last.ckpt")  # the previous checkpoint is whole
+    # Killed once the fourth checkpoint's temporary file is written but not yet renamed into place (the
+    # first epoch's best.ckpt and last.ckpt are the first two).
+    at = ("KILL", "vislab.checkpoint.os.fsync", 4, "--after")
+    process = start(
+        "train", *DIGITS, f"runs_dir={tmp_path}", "name=killed", "checkpoint_every_min=0", stop_at=at
+    )
+    assert process.wait(timeout=600) == -signal.SIGKILL
+    checkpoints = run / "checkpoints"
+    assert list(checkpoints.glob(".*.tmp.ckpt"))  # the kill came in the middle of a save
+    read_checkpoint(checkpoints / "last.ckpt")  # the previous checkpoint is whole
     assert_resumes_like(run, digits_reference)
-    assert not temporary.exists()
+    assert not list(checkpoints.glob(".*.tmp*"))
 
 
 def test_ctrl_c_on_a_streamed_folder_run_with_workers_resumes_bit_for_bit(tmp_path, cifar_jpgs):
@@ -134,7 +139,7 @@ def test_ctrl_c_on_a_streamed_folder_run_with_workers_resumes_bit_for_bit(tmp_pa
     ]
     assert main(["train", *args, f"runs_dir={tmp_path}", "name=reference"]) == 0
     # SIGINT to the whole process group, as Ctrl-C in a terminal: the workers leave it to the trainer.
-    code, err, run = stop_mid_epoch(tmp_path, args, signal.SIGINT, delay=1.0)
+    code, err, run = stop_mid_epoch(tmp_path, args, "SIGINT", batch=30)
     assert code == 130, err
     assert "stopped by SIGINT" in err and "Traceback" not in err
     assert position(run)[1] > 0
@@ -152,9 +157,9 @@ def test_sigusr1_on_a_segmentation_run_resumes_bit_for_bit(tmp_path, camvid):
     ]
     args += QUIET
     assert main(["train", *args, f"runs_dir={tmp_path}", "name=reference"]) == 0
-    code, err, run = stop_mid_epoch(tmp_path, args, signal.SIGUSR1, delay=1.0)
+    code, err, run = stop_mid_epoch(tmp_path, args, "SIGUSR1", batch=24 + 5)
     assert code == 128 + signal.SIGUSR1, err
-    assert position(run)[1] > 0
+    assert position(run) == (1, 5)  # 48 images / 2 = 24 batches an epoch
     assert_resumes_like(run, tmp_path / "reference")
 
 
@@ -174,7 +179,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path)
     assert "File too large" in message and f"{last} is intact" in message
     assert last.read_bytes() == before  # untouched, and loadable
     read_checkpoint(last)
-    assert not (last.parent / ".last.ckpt.tmp").exists()
+    assert not list(last.parent.glob(".*.tmp*"))
 
 
 def test_a_diverging_loss_stops_before_the_weights_change_and_resumes_with_a_lower_rate(tmp_path):
@@ -190,8 +195,8 @@ def test_a_diverging_loss_stops_before_the_weights_change_and_resumes_with_a_low
     assert "last good checkpoint) is untouched" in message and f"--resume {run} optim.lr=1e+29" in message
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
     # Resumed at a fifth of the rate, the restored schedule is scaled to it, and the run finishes.
-    assert main(["train", "--resume", str(run), "epochs=2", "optim.lr=0.01"]) == 0
-    assert main(["train", "--resume", str(same_rate), "epochs=2"]) == 0
+    assert main(["train", "--resume", str(run), "epochs=3", "optim.lr=0.01"]) == 0
+    assert main(["train", "--resume", str(same_rate), "epochs=3"]) == 0
     scaled, unscaled = (float(rows(r)[1]["lr"]) for r in (run, same_rate))
     assert unscaled > 0 and scaled == pytest.approx(unscaled * 0.2)
     assert float(rows(run)[1]["val_top1"]) > 0.15  # learning again (10 classes: chance is 0.1)
@@ -312,8 +317,7 @@ def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path,
         *QUIET,
     ]
     assert main(["train", *args, f"runs_dir={tmp_path}", "name=reference"]) == 0
-    code, err, run = stop_mid_epoch(tmp_path, args, signal.SIGTERM, delay=0.3)
+    code, err, run = stop_mid_epoch(tmp_path, args, "SIGTERM", batch=113 + 10)
     assert code == 143, err
-    epoch, done = position(run)
-    assert epoch == 1 and 0 < done < 113, (epoch, done)  # 1,800 train images / 16 = 113 batches
+    assert position(run) == (1, 10)  # 1,800 train images / 16 = 113 batches an epoch
     assert_resumes_like(run, tmp_path / "reference")

@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from vislab.errors import VislabError
+from vislab.files import replacing
 from vislab.models import create_model
 from vislab.runs import run_dir_of
 
@@ -116,15 +117,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        temporary = path.with_name(f".{path.name}.tmp")
         try:
-            with open(temporary, "wb") as file:
+            with replacing(path) as temporary, open(temporary, "wb") as file:
                 file.write(buffer.getbuffer())
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(temporary, path)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             raise OSError(error.errno, error.strerror, str(path)) from None
 
     def load_checkpoint(self, path, map_location=None, weights_only=True) -> dict[str, Any]:

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from vislab.errors import RunStopped, VislabError, describe_os_error
+from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
+from vislab.stopping import STOP
 
 
 class Parser(argparse.ArgumentParser):
@@ -277,9 +278,20 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; stop signals are handled for its whole life (vislab.stopping)."""
+    with STOP.installed():
+        return run_command(argv)
+
+
+def run_command(argv: list[str] | None) -> int:
+    command = "vislab"
     try:
         args = parse_arguments(build_parser(), argv)
+        command = f"vislab {args.command}"
         COMMANDS[args.command](args)
+    except Stopped as stop:  # outside training: nothing it was writing is left half-written
+        print(f"vislab: stopped by {stop.name}; {command} wrote nothing it had not finished", file=sys.stderr)
+        return stop.exit_code
     except VislabError as error:
         print(f"vislab: error: {error}", file=sys.stderr)
         return 2
@@ -289,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # the machine's, not the input's: a full disk, a refused write
         print(f"vislab: error: {describe_os_error(error)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # only where no handler could be installed (not the main thread)
         print("vislab: interrupted", file=sys.stderr)
         return 130
     return 0

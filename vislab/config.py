@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vislab.errors import VislabError, unknown_name
+from vislab.files import write_atomically
 
 
 class Section(BaseModel):
@@ -259,7 +260,7 @@ def build_config(values: dict[str, Any]) -> Config:
 
 
 def save_config(config: Config, path: Path) -> None:
-    path.write_text(to_yaml(config))
+    write_atomically(path, to_yaml(config))
 
 
 def to_yaml(config: Config) -> str:

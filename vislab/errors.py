@@ -1,6 +1,7 @@
 """What the CLI turns into one line: mistakes a user can fix (exit 2), and runs that stopped early."""
 
 import difflib
+import signal
 from collections.abc import Iterable
 
 
@@ -26,6 +27,16 @@ class RunStopped(Exception):
 
 
 def describe_os_error(error: OSError) -> str:
-    """'runs/a/checkpoints/.last.ckpt.tmp: No space left on device', not a traceback."""
+    """'runs/a/checkpoints/last.ckpt: No space left on device', not a traceback."""
     reason = error.strerror or str(error)
     return f"{error.filename}: {reason}" if error.filename else reason
+
+
+class Stopped(BaseException):
+    """A stop signal (SIGTERM, SIGINT, SIGUSR1) arrived: raised where the program stands, like Python's
+    KeyboardInterrupt (and, like it, no Exception, so that no `except Exception` swallows it), but not one:
+    Lightning turns a KeyboardInterrupt into exit code 1 and ignores Ctrl-C from then on."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.name, self.exit_code = signum, signal.Signals(signum).name, 128 + signum

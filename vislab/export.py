@@ -16,6 +16,7 @@ from torch import nn
 
 from vislab.checkpoint import Checkpoint, ModelMeta, load_checkpoint, save_safetensors
 from vislab.errors import VislabError, unknown_name
+from vislab.files import replacing
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 METADATA_KEY = "vislab"  # ONNX metadata_props key / TorchScript extra file holding the preprocessing
@@ -106,15 +107,15 @@ def export_model(
     model = checkpoint.model()
     path = out or checkpoint.run_dir / "export" / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), replacing(path) as written:  # checked before it takes the place of the old
         expected = model(inputs).numpy()
         if fmt == "onnx":
-            export_onnx(model, inputs[:2], checkpoint.meta, path, any_size)
-            exported = onnx_runner(path)[1](inputs)
+            export_onnx(model, inputs[:2], checkpoint.meta, written, any_size)
+            exported = onnx_runner(written)[1](inputs)
         elif fmt == "safetensors":
-            save_safetensors(model, checkpoint.meta, path)
-            exported = load_checkpoint(path).model()(inputs).numpy()
+            save_safetensors(model, checkpoint.meta, written)
+            exported = load_checkpoint(written).model()(inputs).numpy()
         else:
-            export_torchscript(model, inputs[:2], checkpoint.meta, path)
-            exported = torch.jit.load(str(path))(inputs).numpy()
+            export_torchscript(model, inputs[:2], checkpoint.meta, written)
+            exported = torch.jit.load(str(written))(inputs).numpy()
     return path, float(np.abs(exported - expected).max())

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from vislab.runs import write_json
+from vislab.files import write_json
 
 POINTS_KEPT = 2000  # curve points kept in the file; older ones are thinned to every other one
 

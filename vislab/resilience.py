@@ -5,8 +5,6 @@ clean stop on a non-finite loss, before it reaches the weights."""
 from __future__ import annotations
 
 import signal
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -14,8 +12,7 @@ import lightning as L
 import torch
 
 from vislab.errors import RunStopped
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+from vislab.stopping import STOP
 
 
 class RunGuard(L.Callback):
@@ -28,28 +25,19 @@ class RunGuard(L.Callback):
     def __init__(self, run_dir: Path, every_min: float):
         self.run_dir, self.every_s = run_dir, every_min * 60
         self.last = run_dir / "checkpoints" / "last.ckpt"
-        self.signal: int | None = None
         self.saved_at = 0.0
-        self.previous_handlers: dict[int, object] = {}
+        self.cut_short = False  # stopped by a signal before its last epoch
 
-    def notice(self, signum: int, frame) -> None:
-        if self.signal == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop at once, as users expect
-        self.signal = signum
-        print(f"\nvislab: {signal.Signals(signum).name}: saving a checkpoint, then stopping", file=sys.stderr)
+    @property
+    def signal(self) -> int | None:
+        return STOP.received
 
     def on_train_start(self, trainer, pl_module) -> None:
-        # Lightning installs its own SIGTERM handler just before this hook (it stops at the epoch's end,
-        # without a checkpoint); ours replaces it for the time of training.
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self.previous_handlers[signum] = signal.signal(signum, self.notice)
+        # From the first step to the summary, a stop signal is held: the run stops at a step boundary with
+        # a checkpoint, or, when it came after the last step, once summary.json is written (vislab.train).
+        STOP.reinstall()
+        STOP.hold("saving a checkpoint")
         self.saved_at = time.monotonic()
-
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        for signum, handler in self.previous_handlers.items():
-            signal.signal(signum, handler)
-        self.previous_handlers = {}
 
     def agreed(self, trainer, pl_module, *flags: bool) -> list[bool]:
         """Each flag true on any rank (one tiny all-reduce in DDP, nothing with one process)."""
@@ -79,6 +67,7 @@ class RunGuard(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # Runs before ModelCheckpoint's epoch-end save (Lightning calls checkpoint callbacks last).
         stop = trainer.strategy.reduce_boolean_decision(self.signal is not None, all=False)
+        self.cut_short = stop and not trainer.should_stop and trainer.current_epoch + 1 < trainer.max_epochs
         trainer.should_stop = trainer.should_stop or stop
 
     def stopped(self, where: str) -> RunStopped:
@@ -89,9 +78,10 @@ class RunGuard(L.Callback):
             exit_code=128 + signum,
         )
 
-    def stop_if_signalled(self, trainer) -> None:
-        """After training: a run that stopped at an epoch's end for a signal says so, like one mid-epoch."""
-        if self.signal is not None:
+    def stop_if_cut_short(self, trainer) -> None:
+        """After training: a run that a signal stopped at an epoch's end before its last says so, like one
+        stopped mid-epoch. (A signal during the last epoch stops the run after its summary: vislab.train.)"""
+        if self.cut_short:
             raise self.stopped(f"the end of epoch {trainer.current_epoch - 1}")
 
     def non_finite_message(self, trainer, pl_module, loss: torch.Tensor) -> str:

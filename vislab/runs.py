@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import platform
 import re
 import time
@@ -15,6 +14,7 @@ import torch
 
 import vislab
 from vislab.errors import VislabError
+from vislab.files import write_atomically, write_json
 
 
 def create_run_dir(runs_dir: str | Path, name: str | None, data: str, model: str) -> Path:
@@ -142,10 +142,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def write_eval(run_dir: Path, split: str, result: dict) -> None:
     """eval_<split>.json, and the confusion matrix as confusion_<split>.csv with class names."""
     write_json(run_dir / f"eval_{split}.json", result)
-    with open(run_dir / f"confusion_{split}.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["true \\ predicted", *result["classes"]])
-        writer.writerows([name, *row] for name, row in zip(result["classes"], result["confusion_matrix"]))
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["true \\ predicted", *result["classes"]])
+    writer.writerows([name, *row] for name, row in zip(result["classes"], result["confusion_matrix"]))
+    write_atomically(run_dir / f"confusion_{split}.csv", table.getvalue())
 
 
 def environment() -> dict:
@@ -167,18 +168,3 @@ def environment() -> dict:
             "lightning": lightning.__version__,
         },
     }
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Writes a temporary file and renames it into place: readers see the old file or the new, never half."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(text)
-        temporary.replace(path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_atomically(path, json.dumps(data, indent=2) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -17,11 +18,13 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from vislab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vislab.config import Config, merge, read_yaml, save_config
-from vislab.errors import RunStopped, VislabError, describe_os_error
+from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
+from vislab.files import remove, write_json
 from vislab.models import count_parameters
 from vislab.progress import LiveProgress
 from vislab.resilience import RunGuard
-from vislab.runs import EpochLog, create_run_dir, environment, summarize, write_json
+from vislab.runs import EpochLog, create_run_dir, environment, summarize
+from vislab.stopping import STOP
 from vislab.tasks import get_task, report, resolve_config
 from vislab.tasks.finetune import BackboneFreeze, FreezeEncoderAfter
 
@@ -150,57 +153,97 @@ def open_run_dir(config: Config, skipped: list[Path]) -> Path:
 
 
 def train(config: Config, resume: Path | None = None) -> Path:
-    """Trains a model for the config's task (or resumes the run folder `resume`); returns the run folder."""
+    """Trains a model for the config's task (or resumes the run folder `resume`); returns the run folder.
+    A stop signal before training starts leaves no new run folder behind; during training it stops at the
+    next step with a checkpoint; after the last step, once summary.json is written (vislab.stopping)."""
+    with STOP.installed():
+        run_dir, global_zero = fit(config, resume)
+        try:
+            if config.report and global_zero:
+                report(run_dir)
+        except Stopped as stop:
+            raise RunStopped(
+                f"stopped by {stop.name} while writing the report, after training finished (summary.json "
+                f"is written); write the report with: vislab report {run_dir}",
+                exit_code=stop.exit_code,
+            ) from None
+    return run_dir
+
+
+def fit(config: Config, resume: Path | None) -> tuple[Path, bool]:
+    """Training up to its summary.json: everything of `train` but the report. Returns the run folder and
+    whether this process is the one that writes (rank 0)."""
     quiet_lightning()
     L.seed_everything(config.seed, workers=True, verbose=False)
     if config.task is None:  # a Config built in Python rather than by load_config
         config = resolve_config(config.model_dump(exclude_unset=True))
-    task = get_task(config.task)
-    prepared = task.prepare(config)
-    config = prepared.config
     created = resume is None and not is_worker_process()
-    run_dir = resume if resume is not None else open_run_dir(config, prepared.skipped)
-    if resume is not None and not is_worker_process():
-        save_config(config, run_dir / "config.yaml")  # with the overrides it was resumed with
-    if not is_worker_process():  # where to look while it trains (the web UI reads this line too)
-        print(f"vislab: run folder {run_dir}", file=sys.stderr)
-    epoch_log = EpochLog(run_dir / "metrics.csv", task.metric_columns)
-    guard = RunGuard(run_dir, config.checkpoint_every_min)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    run_dir, last = resume, None
     try:
+        task = get_task(config.task)
+        prepared = task.prepare(config)
+        config = prepared.config
+        run_dir = resume if resume is not None else open_run_dir(config, prepared.skipped)
+        if resume is not None and not is_worker_process():
+            save_config(config, run_dir / "config.yaml")  # with the overrides it was resumed with
+            for stale in (run_dir / "checkpoints").glob(".*.tmp*"):  # a process killed while saving
+                remove(stale)
+        if not is_worker_process():  # where to look while it trains (the web UI reads this line too)
+            print(f"vislab: run folder {run_dir}", file=sys.stderr)
+        epoch_log = EpochLog(run_dir / "metrics.csv", task.metric_columns)
+        guard = RunGuard(run_dir, config.checkpoint_every_min)
+        last = run_dir / "checkpoints" / "last.ckpt"
         trainer = build_trainer(config, run_dir, epoch_log, guard)
         ckpt_path = last if resume else None
         trainer.fit(prepared.module, datamodule=prepared.datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except VislabError:
-        if created and not last.is_file():  # a run that failed on bad input before it saved anything
+        guard.stop_if_cut_short(trainer)
+        STOP.hold("writing summary.json")
+        if trainer.is_global_zero:
+            extra = {
+                "params": count_parameters(prepared.module.model),
+                "task": config.task,
+                **prepared.info,
+                **environment(),
+            }
+            stopping = config.early_stopping
+            summary = summarize(epoch_log.rows, epoch_log.columns, stopping.monitor, stopping.mode, extra)
+            write_json(run_dir / "summary.json", summary)
+    except (VislabError, Stopped) as error:
+        nothing_saved = last is None or not last.is_file()
+        if created and run_dir is not None and nothing_saved:  # no half-made run folder stays behind
             shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        if isinstance(error, VislabError):
+            raise
+        kept = "nothing was saved" if nothing_saved else f"continue with: vislab train --resume {run_dir}"
+        raise RunStopped(
+            f"stopped by {error.name} before training finished; {kept}", error.exit_code
+        ) from None
     except OSError as error:  # disk full, quota, a write refused: what was saved before stays intact
-        kept = f"{last} is intact" if last.is_file() else "no checkpoint had been saved yet"
+        kept = (
+            f"{last} is intact" if last is not None and last.is_file() else "no checkpoint had been saved yet"
+        )
         raise RunStopped(
             f"training stopped: {describe_os_error(error)}; {kept}; make room, then continue with: "
             f"vislab train --resume {run_dir}",
             exit_code=1,
         ) from None
-    guard.stop_if_signalled(trainer)
-    if trainer.is_global_zero:
-        extra = {
-            "params": count_parameters(prepared.module.model),
-            "task": config.task,
-            **prepared.info,
-            **environment(),
-        }
-        stopping = config.early_stopping
-        summary = summarize(epoch_log.rows, epoch_log.columns, stopping.monitor, stopping.mode, extra)
-        write_json(run_dir / "summary.json", summary)
-        if config.report:
-            report(run_dir)
-    return run_dir
+    finally:
+        held = STOP.release()
+    if held is not None:  # came after the last step: the run is whole, only its report is missing
+        name = signal.Signals(held).name
+        advice = f"write its report with: vislab report {run_dir}" if config.report else "it has no report"
+        raise RunStopped(
+            f"stopped by {name} after training finished; checkpoints and summary.json are written; {advice}",
+            exit_code=128 + held,
+        )
+    return run_dir, trainer.is_global_zero
 
 
 def quiet_lightning() -> None:
-    """Lightning's start-up banners (GPU available, LOCAL_RANK...) are noise in a CLI."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+    """Lightning's start-up banners (GPU available, LOCAL_RANK...) and its "Received SIGTERM" (vislab says
+    what it does with a signal) are noise in a CLI."""
+    quiet = ("utilities.rank_zero", "accelerators.cuda", "trainer.connectors.signal_connector")
+    for name in (f"lightning.pytorch.{module}" for module in quiet):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")

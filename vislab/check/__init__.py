@@ -16,10 +16,10 @@ from vislab.check.inventory import TINY, Item, collect, fingerprint_all
 from vislab.check.labels import label_issues
 from vislab.config import Config
 from vislab.data.images import opened
+from vislab.files import write_json
 from vislab.reports import plots
 from vislab.reports.document import Section, Table, progress, write_html
 from vislab.reports.plots import save
-from vislab.runs import write_json
 
 MIN_PER_CLASS = 10  # fewer images than this in a class of a split is called out
 SHOWN = 24  # thumbnails per gallery

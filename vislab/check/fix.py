@@ -6,10 +6,12 @@ check's output instead of deleting it."""
 from __future__ import annotations
 
 import csv
+import io
 import shutil
 from pathlib import Path
 
 from vislab.errors import VislabError
+from vislab.files import write_atomically
 
 # A label issue becomes a suggested move when its given label is this unlikely and another is likely.
 MOVE_BELOW, MOVE_ABOVE = 0.05, 0.6
@@ -47,10 +49,11 @@ def plan_fixes(findings: dict) -> list[dict]:
 
 
 def write_plan(plan: list[dict], path: Path) -> Path:
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, ["action", "file", "target", "reason"])
-        writer.writeheader()
-        writer.writerows(plan)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, ["action", "file", "target", "reason"])
+    writer.writeheader()
+    writer.writerows(plan)
+    write_atomically(path, table.getvalue())
     return path
 
 

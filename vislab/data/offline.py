@@ -18,6 +18,7 @@ from vislab.data.images import read_images
 from vislab.data.module import position_seed
 from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
+from vislab.files import replacing
 
 CHUNK = 64  # images augmented together; fixed, so that a resumed run draws what an uninterrupted one drew
 
@@ -32,11 +33,10 @@ class Written:
 def save_png(image: torch.Tensor, path: Path) -> None:
     """A uint8 (C, H, W) image as PNG, renamed into place once complete."""
     array = image.permute(1, 2, 0).numpy()
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else np.ascontiguousarray(array)).save(
-        temporary, format="PNG"
-    )
-    temporary.replace(path)
+    with replacing(path) as written:
+        Image.fromarray(array[..., 0] if array.shape[-1] == 1 else np.ascontiguousarray(array)).save(
+            written, format="PNG"
+        )
 
 
 def place(source: Path | None, image: torch.Tensor, path: Path) -> None:
@@ -44,9 +44,8 @@ def place(source: Path | None, image: torch.Tensor, path: Path) -> None:
     if source is None:
         save_png(image, path)
         return
-    temporary = path.with_name(f".{path.name}.tmp")
-    shutil.copyfile(source, temporary)
-    temporary.replace(path)
+    with replacing(path) as written:
+        shutil.copyfile(source, written)
 
 
 def image_names(split: Split) -> list[str]:

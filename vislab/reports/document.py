@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vislab.files import write_atomically
+
 
 @dataclass
 class ReportOptions:
@@ -85,7 +87,7 @@ def write_html(path: Path, title: str, sections: list[Section]) -> None:
         parts += [embedded_image(image, f"{section.title}: {image.stem}") for image in section.images]
         parts.append("</section>")
     parts.append("</body></html>\n")
-    path.write_text("\n".join(parts))
+    write_atomically(path, "\n".join(parts))
 
 
 def write_markdown(path: Path, title: str, sections: list[Section]) -> None:
@@ -96,4 +98,4 @@ def write_markdown(path: Path, title: str, sections: list[Section]) -> None:
             parts.append(f"_{section.note}_\n")
         parts += [table.markdown() + "\n" for table in section.tables]
         parts += [f"![{section.title}]({image.name})" for image in section.images]
-    path.write_text("\n".join(parts) + "\n")
+    write_atomically(path, "\n".join(parts) + "\n")

@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
 
+from vislab.files import replacing
+
 MAX_CURVES = (
     10  # more one-vs-rest curves than this are unreadable: plot the macro curve and the worst classes
 )
@@ -257,6 +259,9 @@ def per_class_iou(ious: list[float], classes: list[str]) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with replacing(path) as written:
+            fig.savefig(written, dpi=110)
+    finally:
+        plt.close(fig)
     return path

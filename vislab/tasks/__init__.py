@@ -12,6 +12,7 @@ from vislab.config import Config, build_config, flatten, merge, parse_overrides,
 from vislab.data import dataset_task
 from vislab.errors import VislabError, unknown_name
 from vislab.export import FORMATS, export_model, load_predictor
+from vislab.files import replacing
 from vislab.models import model_task
 from vislab.reports.compare import compare_runs, load_runs
 from vislab.reports.document import ReportOptions
@@ -125,9 +126,14 @@ def predict(
 
 
 def report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
-    """Writes a run's report (report.html, report.md, PNGs) into RUN/report/ and returns report.html."""
+    """Writes a run's report (report.html, report.md, PNGs) into RUN/report/ and returns report.html. The
+    report is written beside it and takes the old one's place only once whole."""
     checkpoint = load_checkpoint(run_dir)
-    return get_task(checkpoint.meta.task).report(checkpoint, options or ReportOptions())
+    folder = checkpoint.run_dir / "report"
+    with replacing(folder) as staging:
+        staging.mkdir()
+        html = get_task(checkpoint.meta.task).report(checkpoint, options or ReportOptions(), staging)
+    return folder / html.name
 
 
 def export(

@@ -4,6 +4,7 @@ alone (classes, normalisation and input size travel inside both)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from vislab.data.images import image_files, normalise, read_image
 from vislab.errors import VislabError
 from vislab.export import Predictor
+from vislab.files import write_atomically
 
 OUTPUT_FORMATS = (".csv", ".json")
 
@@ -37,16 +39,15 @@ def predict(predictor: Predictor, target: str | Path, topk: int = 5, batch_size:
 def write_predictions(rows: list[dict], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".json":
-        out.write_text(json.dumps(rows, indent=2) + "\n")
+        write_atomically(out, json.dumps(rows, indent=2) + "\n")
         return
     k = len(rows[0]["top"])
-    with open(out, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["file", *(f"{kind}{n}" for n in range(1, k + 1) for kind in ("class", "prob"))])
-        for row in rows:
-            writer.writerow(
-                [row["file"], *(v for t in row["top"] for v in (t["class"], round(t["prob"], 6)))]
-            )
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["file", *(f"{kind}{n}" for n in range(1, k + 1) for kind in ("class", "prob"))])
+    for row in rows:
+        writer.writerow([row["file"], *(v for t in row["top"] for v in (t["class"], round(t["prob"], 6)))])
+    write_atomically(out, table.getvalue())
 
 
 def predict_command(predictor: Predictor, target: Path, out: Path | None, topk: int) -> list[str]:

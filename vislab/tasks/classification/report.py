@@ -32,16 +32,15 @@ def model_input(data: EvalData, images: list[np.ndarray]) -> torch.Tensor:
     return data.model_input(torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2))
 
 
-def build_report(checkpoint: Checkpoint, options: ReportOptions) -> Path:
-    """Writes the report of a finished run (the run of `checkpoint`) and returns the path of report.html."""
+def build_report(checkpoint: Checkpoint, options: ReportOptions, out: Path) -> Path:
+    """Writes the report of a finished run (the run of `checkpoint`) into the folder `out` and returns the
+    path of report.html."""
     run_dir = checkpoint.run_dir
     if not (run_dir / "metrics.csv").is_file():
         raise VislabError(f"{run_dir} is not a finished vislab run (no metrics.csv)")
     data = load_eval_data(checkpoint, options.split)
     model = data.checkpoint.model()
     classes = data.meta.classes
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
     started = time.perf_counter()
     progress(f"scoring {len(data.split)} {options.split} images")
     outputs = collect_outputs(model, data, with_features=options.tsne)

@@ -17,6 +17,7 @@ from vislab.data.images import image_files, normalise, open_image, resize_shorte
 from vislab.data.segmentation import STRIDE, SegSplit, colour_mask, overlay, read_mask
 from vislab.errors import VislabError
 from vislab.export import Predictor
+from vislab.files import replacing
 from vislab.runs import run_dir_of, write_eval
 from vislab.tasks.base import eval_config, with_tta
 from vislab.tasks.segmentation.module import padded_logits, segmentation_metrics
@@ -52,7 +53,8 @@ def segment(predictor: Predictor, target: str | Path, out: Path | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     for file in image_files(Path(target)):
         for kind, array in zip(("labels", "colour", "overlay"), segment_file(predictor, file)):
-            Image.fromarray(array).save(out / f"{file.stem}_{kind}.png")
+            with replacing(out / f"{file.stem}_{kind}.png") as written:
+                Image.fromarray(array).save(written)
     return out
 
 

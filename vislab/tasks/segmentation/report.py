@@ -24,13 +24,12 @@ SEGMENTATION_SCORES = [
 ]
 
 
-def build_report(checkpoint: Checkpoint, options: ReportOptions, examples: int = 4) -> Path:
-    """Writes the report of a finished segmentation run and returns the path of report.html."""
+def build_report(checkpoint: Checkpoint, options: ReportOptions, out: Path, examples: int = 4) -> Path:
+    """Writes the report of a finished segmentation run into the folder `out` and returns the path of
+    report.html."""
     run_dir, split = checkpoint.run_dir, options.split
     if not (run_dir / "metrics.csv").is_file():
         raise VislabError(f"{run_dir} is not a finished vislab run (no metrics.csv)")
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
     progress(f"evaluating the {split} split on whole images")
     config, data = load_eval_split(checkpoint, split)
     model = checkpoint.model()
