@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.optim import lr_scheduler
 
@@ -30,19 +32,21 @@ def create_scheduler(optimizer, sched: SchedConfig, total_steps: int, steps_per_
             optimizer, "min", sched.gamma, sched.patience, min_lr=sched.min_lr
         )
         return {"scheduler": plateau, "interval": "epoch", "monitor": "val_loss"}
-    if sched.name == "onecycle":
-        peaks = [group["lr"] for group in optimizer.param_groups]  # keeps discriminative learning rates
+    if sched.name == "onecycle":  # peaks keep discriminative learning rates (and a re-planned run's peaks)
+        peaks = [group.get("max_lr", group["lr"]) for group in optimizer.param_groups]
         return {
             "scheduler": lr_scheduler.OneCycleLR(optimizer, peaks, total_steps=total_steps),
             "interval": "step",
         }
+    for group in optimizer.param_groups:  # what torch's schedules start from (set here for LinearLR's end)
+        group.setdefault("initial_lr", group["lr"])
     warmup = round(sched.warmup_epochs * steps_per_epoch)
     if warmup >= total_steps:
         raise VislabError(f"sched.warmup_epochs={sched.warmup_epochs} covers the whole run; lower it")
     if sched.name == "cosine":
         main = lr_scheduler.CosineAnnealingLR(optimizer, total_steps - warmup, eta_min=sched.min_lr)
     elif sched.name == "linear":  # down in a straight line to min_lr (warm-up first: airbench's triangle)
-        end = max(sched.min_lr / max(group["lr"] for group in optimizer.param_groups), 1e-8)
+        end = max(sched.min_lr / max(group["initial_lr"] for group in optimizer.param_groups), 1e-8)
         main = lr_scheduler.LinearLR(optimizer, 1.0, end, total_iters=total_steps - warmup)
     elif sched.name == "step":
         main = lr_scheduler.StepLR(optimizer, sched.step_size * steps_per_epoch, sched.gamma)
@@ -82,3 +86,23 @@ def rescale_learning_rates(trainer, factor: float) -> None:
             for name in ("base_lrs", "_last_lr"):
                 if hasattr(schedule, name):
                     setattr(schedule, name, [lr * factor for lr in getattr(schedule, name)])
+
+
+def replan_schedule(trainer, sched: SchedConfig) -> None:
+    """A run resumed with another length (`epochs=`) or schedule (`sched.*`) gets its schedule planned anew
+    for the new total, standing at the step the run has reached, exactly as if it had been planned so from
+    the start (timm's way): a warm-up already behind it is not repeated, and no schedule runs past its end
+    (torch's cosine, restored with its old length, would climb back up). From there on it is saved in
+    checkpoints like any schedule, so the run resumes bit for bit."""
+    if sched.name in ("none", "plateau") or not trainer.lr_scheduler_configs:
+        return  # nothing planned to a total: plateau reduction follows the validation loss
+    optimizer = trainer.optimizers[0]
+    for group in optimizer.param_groups:  # a fresh schedule starts from the initial rates, as on day one
+        group["lr"] = group["initial_lr"]
+    total = int(trainer.estimated_stepping_batches)
+    planned = create_scheduler(optimizer, sched, total, max(1, total // trainer.max_epochs))
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": a replay, on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(trainer.global_step):
+            planned["scheduler"].step()
+    trainer.lr_scheduler_configs[0].scheduler = planned["scheduler"]

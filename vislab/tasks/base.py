@@ -19,7 +19,7 @@ from vislab.data import dataset_task
 from vislab.data.module import position_seed
 from vislab.errors import VislabError
 from vislab.models import backbone_of, create_model
-from vislab.optim import optimizers_for, rescale_learning_rates
+from vislab.optim import optimizers_for, replan_schedule, rescale_learning_rates
 
 
 @dataclass
@@ -69,7 +69,8 @@ class Task:
     evaluate: Callable[[Checkpoint, str, list[str], bool], dict]  # (checkpoint, split, overrides, tta)
     describe_eval: Callable[[dict], str]  # the one line `vislab eval` prints
     predict: Callable[[Any, Path, Path | None, int], list[str]]  # (predictor, target, out, topk) -> lines
-    report: Callable[[Checkpoint, Any], Path]  # (checkpoint of a finished run, ReportOptions) -> report.html
+    # (checkpoint of a finished run, ReportOptions, the folder to write) -> report.html
+    report: Callable[[Checkpoint, Any, Path], Path]
     export_inputs: Callable[[Checkpoint, int], torch.Tensor]  # real images as model input, for checks
     any_input_size: bool  # the model takes any height and width (exports keep them dynamic)
     # For the web UI: a dataset at a glance; predictions as pictures (predictor, files, topk); and the
@@ -141,6 +142,7 @@ class TaskModule(L.LightningModule):
         self.model, self.config, self.meta = model, config, meta
         self.train_loss = MeanMetric()
         self.resumed_lr: float | None = None  # the learning rate the checkpoint resumed from was trained at
+        self.resumed_plan: dict | None = None  # the schedule's plan in the checkpoint resumed from
 
     def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         self.train_loss.update(loss.detach(), batch_size)
@@ -215,13 +217,24 @@ class TaskModule(L.LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.resumed_lr = checkpoint["vislab"].get("config", {}).get("optim", {}).get("lr")
+        saved = checkpoint["vislab"].get("config", {})
+        self.resumed_lr = saved.get("optim", {}).get("lr")
+        self.resumed_plan = schedule_plan(saved)
         by_rank = checkpoint.get(RANK_METRICS, {})
         if by_rank and all(len(v) == self.trainer.world_size for v in by_rank.values()):
             checkpoint["state_dict"].update({key: v[self.global_rank] for key, v in by_rank.items()})
 
     def on_train_start(self) -> None:
-        """A run resumed with another `optim.lr` scales its restored optimizer and schedule to it."""
+        """A run resumed with another `optim.lr` scales its restored optimizer and schedule to it; one
+        resumed with another length or schedule re-plans the schedule for it."""
         lr = self.config.optim.lr
         if self.resumed_lr and lr != self.resumed_lr:
             rescale_learning_rates(self.trainer, lr / self.resumed_lr)
+        planned = schedule_plan(self.config.model_dump(mode="json"))
+        if self.resumed_plan is not None and self.resumed_plan != planned:
+            replan_schedule(self.trainer, self.config.sched)
+
+
+def schedule_plan(config: dict) -> dict:
+    """What a run's learning-rate schedule is planned from (a run's config as saved in its checkpoints)."""
+    return {"epochs": config.get("epochs"), "sched": config.get("sched")}
