@@ -5,14 +5,17 @@ test-artifacts/ui/ (or $VISLAB_TEST_ARTIFACTS)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,10 @@ from conftest import copy_classes, small_copy
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 ARTIFACTS = Path(os.environ.get("VISLAB_TEST_ARTIFACTS", Path(__file__).parents[1] / "test-artifacts" / "ui"))
+# Every wait below is for a condition; these deadlines only end a test that hangs, and stay far beyond what
+# a slow machine (one core, a third of the development machines' speed) takes to get there.
+PAGE_S = 300  # the page, or the server behind it, answering: a check, a prediction, a confusion cell
+TRAINING_S = 900  # a training run or an audit from start to end
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -47,7 +54,7 @@ def server(tmp_path_factory):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + PAGE_S
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -56,14 +63,20 @@ def server(tmp_path_factory):
         time.sleep(0.5)
     yield url, runs
     process.terminate()
-    process.wait(30)
+    try:
+        process.wait(PAGE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
     log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=FLAGS, timeout=PAGE_S * 1000
+        )
         yield chromium
         chromium.close()
 
@@ -71,6 +84,8 @@ def browser():
 @pytest.fixture
 def page(browser, server):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(PAGE_S * 1000)  # Playwright's own waits (clicks, loading, locators): 30 s
+    sync_api.expect.set_options(timeout=PAGE_S * 1000)  # and its assertions' waits: 5 s
     outside = []
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     page.goto(server[0])
@@ -90,7 +105,7 @@ def text_of(page, selector: str) -> str:
     )
 
 
-def wait_for_text(page, selector: str, pattern: str, timeout_s: float = 120) -> str:
+def wait_for_text(page, selector: str, pattern: str, timeout_s: float = PAGE_S) -> str:
     """Waits until the element's text matches `pattern` (the page refreshes itself every second)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,6 +116,36 @@ def wait_for_text(page, selector: str, pattern: str, timeout_s: float = 120) -> 
     shown = [f"#{m}-message" for m in ("config", "setup", "train", "results", "predict")]
     messages = [text_of(page, m) for m in shown if page.locator(m).count()]
     raise AssertionError(f"{selector} never matched {pattern!r}: {text_of(page, selector)!r}; {messages}")
+
+
+def read_progress(run_dir: Path) -> dict:
+    """The run's progress.json ({} before it is first written; it is replaced whole, never half-written)."""
+    try:
+        return json.loads((run_dir / "progress.json").read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def wait_for_progress(run_dir: Path, condition, what: str, timeout_s: float = TRAINING_S) -> dict:
+    """Polls the run's progress.json, much faster than the page refreshes, until `condition` holds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        progress = read_progress(run_dir)
+        if progress and condition(progress):
+            return progress
+        assert progress.get("state") != "finishing", f"{run_dir.name} ended before {what}"
+        assert time.monotonic() < deadline, f"{run_dir.name} never reached {what}: {progress}"
+        time.sleep(0.02)
+
+
+@contextmanager
+def held(pid: int):
+    """Holds a training run (its process group: the UI starts each in a session of its own) still."""
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(pid, signal.SIGCONT)
 
 
 def fill(page, elem_id: str, value) -> None:
@@ -143,7 +188,7 @@ def look_at_results(page, run_name: str, cell: tuple[int, int]) -> None:
     row, column = cell
     page.locator(f'#confusion [data-testid="cell-{row}-{column}"]').click()
     wait_for_text(page, "#results-message", r"[1-9]\d* images shown")
-    assert page.locator("#cell-images img").count() > 0
+    page.locator("#cell-images img").first.wait_for()
 
 
 def predict_photo(page, run_name: str, photo: Path) -> None:
@@ -160,26 +205,36 @@ def test_classification_end_to_end(page, server, tmp_path):
     shoot(page, "1-data-and-model-empty")
     train_from_setup(page, {"epochs": 3, "batch_size": 4}, "ui-digits")
     assert "data=digits" in text_of(page, "#command")
-    assert page.locator("#samples img").count() >= 10  # samples of every digit
+    page.locator("#samples img").nth(9).wait_for()  # samples of every digit
     shoot(page, "1-data-and-model")
 
     open_tab(page, "Train")
     page.locator("#start").click()
-    first = wait_for_text(page, "#train-status", r"ui-digits: training")
+    # The run is held still (SIGSTOP) while the page must show it mid-training, so that however fast the
+    # machine, it cannot end before the test has looked; it goes on between the holds.
+    run_dir = runs / "ui-digits"
+    started = wait_for_progress(run_dir, lambda p: p["state"] in ("training", "validating"), "training")
     plot = page.locator("#curves")
-    wait_for_text(page, "#train-status", r"images/s")
-    before = plot.screenshot()
-    deadline = time.monotonic() + 120  # the trainer adds a point every 2 s; the page redraws within 1 s
-    while plot.screenshot() == before:
-        assert time.monotonic() < deadline, "the curves did not change during training"
-        time.sleep(0.5)
-    shoot(page, "2-train-running")
-    page.locator("#stop").click()
+    with held(started["pid"]):
+        first = wait_for_text(page, "#train-status", r"ui-digits: training")
+        before, points = plot.screenshot(), len(read_progress(run_dir)["curve"])
+    # The trainer adds a point every 2 s and at each epoch's end: the next comes by the end of the first
+    # epoch at the latest, two epochs before the run could end, and the test holds the run still again.
+    wait_for_progress(run_dir, lambda p: len(p["curve"]) > points, "a new point on the curves")
+    with held(started["pid"]):
+        wait_for_text(page, "#train-status", r"ui-digits: training .*images/s")
+        deadline = time.monotonic() + PAGE_S  # the page redraws within 1 s
+        while plot.screenshot() == before:
+            assert time.monotonic() < deadline, "the curves did not change during training"
+            time.sleep(0.5)
+        shoot(page, "2-train-running")
+        page.locator("#stop").click()  # SIGTERM: the run handles it when it goes on
+        wait_for_text(page, "#train-message", r"asked to stop")
     stopped = wait_for_text(page, "#train-status", r"stopped")
     assert (runs / "ui-digits" / "checkpoints" / "last.ckpt").is_file(), first
     assert "SIGTERM: saving a checkpoint" in text_of(page, "#log")
     page.locator("#resume").click()
-    wait_for_text(page, "#train-status", r"finished", timeout_s=300)
+    wait_for_text(page, "#train-status", r"finished", timeout_s=TRAINING_S)
     shoot(page, "2-train-finished")
     assert "epoch 3/3" in text_of(page, "#train-status"), stopped
 
@@ -190,7 +245,7 @@ def test_classification_end_to_end(page, server, tmp_path):
     predict_photo(page, "ui-digits", photo)
     top = text_of(page, "#topk")
     assert re.search(r"\b\d\b", top), top  # a digit class with its probability bar
-    assert page.locator("#predict-pictures img").count() == 2  # the image and its Grad-CAM
+    sync_api.expect(page.locator("#predict-pictures img")).to_have_count(2)  # the image and its Grad-CAM
     shoot(page, "4-predict")
 
 
@@ -219,7 +274,7 @@ def test_segmentation_end_to_end(page, server, camvid, tmp_path):
     shoot(page, "1-data-and-model-segmentation")
     open_tab(page, "Train")
     page.locator("#start").click()
-    wait_for_text(page, "#train-status", r"ui-camvid: finished", timeout_s=300)
+    wait_for_text(page, "#train-status", r"ui-camvid: finished", timeout_s=TRAINING_S)
     shoot(page, "2-train-segmentation")
     look_at_results(page, "ui-camvid", (0, 1))  # sky pixels predicted as sky... or whatever is first
     shoot(page, "3-results-segmentation")
@@ -227,7 +282,7 @@ def test_segmentation_end_to_end(page, server, camvid, tmp_path):
     copy = tmp_path / photo.name
     shutil.copy(photo, copy)
     predict_photo(page, "ui-camvid", copy)
-    assert page.locator("#predict-pictures img").count() == 2  # overlay and mask
+    sync_api.expect(page.locator("#predict-pictures img")).to_have_count(2)  # overlay and mask
     shoot(page, "4-predict-segmentation")
 
 
@@ -251,6 +306,7 @@ def test_the_data_tab_audits_a_folder(page, server, tmp_path, cifar_jpgs):
     fill(page, "folder", data)
     wait_for_text(page, "#command", "data=folder:")
     page.locator("#audit").click()
-    summary = wait_for_text(page, "#audit-summary", r"leaks across splits: 1 image pairs", timeout_s=300)
-    assert "label issues:" in summary and page.locator("#audit-pictures img").count() >= 1
+    summary = wait_for_text(page, "#audit-summary", r"leaks across splits: 1 image pairs", TRAINING_S)
+    assert "label issues:" in summary
+    page.locator("#audit-pictures img").first.wait_for()
     shoot(page, "1-data-audit")
