@@ -317,7 +317,7 @@ def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path,
         *QUIET,
     ]
     assert main(["train", *args, f"runs_dir={tmp_path}", "name=reference"]) == 0
-    code, err, run = stop_mid_epoch(tmp_path, args, "SIGTERM", batch=113 + 10)
+    code, err, run = stop_mid_epoch(tmp_path, args, "SIGTERM", batch=112 + 10)
     assert code == 143, err
-    assert position(run) == (1, 10)  # 1,800 train images / 16 = 113 batches an epoch
+    assert position(run) == (1, 10)  # 1,800 train images / 16: 112 whole batches an epoch
     assert_resumes_like(run, tmp_path / "reference")
