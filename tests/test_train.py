@@ -110,10 +110,10 @@ def test_early_stopping_stops_when_the_monitored_metric_stalls(cli, tmp_path):
         f"runs_dir={tmp_path}",
         "name=run",
         "epochs=10",
-        "optim.lr=0",
-        "optim.weight_decay=0",
+        # No epoch can beat the first by more than 1.0 in top-1, whatever the machine's numerics (a run at
+        # lr=0 still moves its BatchNorm statistics, and its accuracy with them).
+        "early_stopping.min_delta=1.0",
         "early_stopping.patience=2",
-        "augment.crop_padding=0",
         *QUIET,
     )
     assert result.code == 0, result.err
