@@ -171,3 +171,14 @@ def test_figures_stay_usable_with_many_classes():
     matrix = plots.confusion_matrices(confusion, classes)
     ticks = [t.get_text() for t in matrix.axes[0].get_xticklabels()]
     assert ticks and not any(t.startswith("class_") for t in ticks)  # class indices, not 120 crowded names
+
+
+def test_an_mlp_run_writes_its_report_and_says_why_it_has_no_cam(cli, tmp_path):
+    """The first rung of the CIFAR ladder: no spatial feature maps, no convolutions, and still a report."""
+    result = cli(
+        "train", "model=mlp", "epochs=1", f"runs_dir={tmp_path}", "name=mlp", "trainer.progress_bar=false"
+    )
+    assert result.code == 0, result.err
+    report = (tmp_path / "mlp" / "report" / "report.md").read_text()
+    assert "mlp has no spatial feature maps, so there is no class activation map" in report
+    assert "The model has no convolutional layers" in report

@@ -3,6 +3,7 @@ run follows from its data and its model; `task=` only confirms it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from vislab.export import FORMATS, export_model, load_predictor
 from vislab.files import replacing
 from vislab.models import model_task
 from vislab.reports.compare import compare_runs, load_runs
-from vislab.reports.document import ReportOptions
+from vislab.reports.document import ReportOptions, progress
 from vislab.tasks.base import Prepared, Task
 from vislab.tasks.classification import CLASSIFICATION
 from vislab.tasks.segmentation import SEGMENTATION
@@ -129,10 +130,11 @@ def report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
     """Writes a run's report (report.html, report.md, PNGs) into RUN/report/ and returns report.html. The
     report is written beside it and takes the old one's place only once whole."""
     checkpoint = load_checkpoint(run_dir)
-    folder = checkpoint.run_dir / "report"
+    folder, started = checkpoint.run_dir / "report", time.perf_counter()
     with replacing(folder) as staging:
         staging.mkdir()
         html = get_task(checkpoint.meta.task).report(checkpoint, options or ReportOptions(), staging)
+    progress(f"wrote {folder / html.name} in {time.perf_counter() - started:.1f}s")
     return folder / html.name
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,6 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions, out: Path) -> P
     data = load_eval_data(checkpoint, options.split)
     model = data.checkpoint.model()
     classes = data.meta.classes
-    started = time.perf_counter()
     progress(f"scoring {len(data.split)} {options.split} images")
     outputs = collect_outputs(model, data, with_features=options.tsne)
     probs = outputs.logits.softmax(1).numpy()
@@ -63,7 +61,6 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions, out: Path) -> P
     title = f"vislab report: {run_dir.name} ({options.split})"
     write_html(out / "report.html", title, sections)
     write_markdown(out / "report.md", title, sections)
-    progress(f"wrote {out / 'report.html'} in {time.perf_counter() - started:.1f}s")
     return out / "report.html"
 
 
@@ -179,7 +176,7 @@ def cam_section(model: nn.Module, data: EvalData, labels, predicted, probs, coun
         heatmaps = grad_cam(model, model_input(data, images), [int(predicted[i]) for i in chosen])
         if heatmaps is None:
             section.note = (
-                f"{data.meta['model']} has no spatial feature maps, so there is no class activation map."
+                f"{data.meta.model} has no spatial feature maps, so there is no class activation map."
             )
             return section
         titles = [

@@ -76,7 +76,6 @@ def build_report(checkpoint: Checkpoint, options: ReportOptions, out: Path, exam
     title = f"vislab report: {run_dir.name} ({split})"
     write_html(out / "report.html", title, sections)
     write_markdown(out / "report.md", title, sections)
-    progress(f"wrote {out / 'report.html'}")
     return out / "report.html"
 
 
