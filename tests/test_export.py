@@ -101,3 +101,14 @@ def test_an_onnx_file_without_our_metadata_is_refused(cli, tmp_path, cifar_jpgs)
     )
     result = cli("predict", path, cifar_jpgs / "test" / "ship")
     assert result.code == 2 and "no vislab metadata" in result.err
+
+
+def test_a_segmentation_model_validated_on_one_image_exports(cli, voc_dir, tmp_path):
+    """The three-image VOC sample leaves one validation image: traced on a batch of one, the exporter
+    took the batch size for a constant and refused to export."""
+    args = ["data=voc2012", f"data_dir={voc_dir}", "model=deep_unet", "image_size=64", "epochs=1"]
+    assert cli("train", *args, f"runs_dir={tmp_path}", "name=voc", *QUIET).code == 0
+    for fmt in ("onnx", "torchscript"):
+        result = cli("export", tmp_path / "voc", "--format", fmt)
+        assert result.code == 0, result.err
+        assert float(result.out.split("real images: ")[1]) < 1e-4

@@ -107,15 +107,18 @@ def export_model(
     model = checkpoint.model()
     path = out or checkpoint.run_dir / "export" / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Two example images, even from a split of one: traced on a batch of one, the exporter takes the
+    # batch size for the constant 1 and refuses to keep it dynamic.
+    example = torch.cat([inputs, inputs])[:2]
     with torch.no_grad(), replacing(path) as written:  # checked before it takes the place of the old
         expected = model(inputs).numpy()
         if fmt == "onnx":
-            export_onnx(model, inputs[:2], checkpoint.meta, written, any_size)
+            export_onnx(model, example, checkpoint.meta, written, any_size)
             exported = onnx_runner(written)[1](inputs)
         elif fmt == "safetensors":
             save_safetensors(model, checkpoint.meta, written)
             exported = load_checkpoint(written).model()(inputs).numpy()
         else:
-            export_torchscript(model, inputs[:2], checkpoint.meta, written)
+            export_torchscript(model, example, checkpoint.meta, written)
             exported = torch.jit.load(str(written))(inputs).numpy()
     return path, float(np.abs(exported - expected).max())
