@@ -152,3 +152,21 @@ def test_a_signal_during_check_and_augment(cli, tmp_path, cifar_jpgs, monkeypatc
     assert not list(out.rglob(".*.tmp*"))
     monkeypatch.undo()
     assert cli("augment", f"folder:{photos}", out, "--copies", "1").code == 0  # resumes
+
+
+def test_a_second_ctrl_c_stops_at_once_while_the_checkpoint_is_saved(cli, tmp_path, monkeypatch):
+    # The first Ctrl-C in epoch 1 asks for a checkpoint; the second comes as that checkpoint is saved (the
+    # third save: best.ckpt and last.ckpt of epoch 0 were the first two).
+    send_at(monkeypatch, "vislab.resilience.RunGuard.on_train_batch_end", signal.SIGINT, nth=25 + 3)
+    send_at(monkeypatch, "vislab.checkpoint.AtomicCheckpointIO.save_checkpoint", signal.SIGINT, nth=3)
+    result = train(cli, tmp_path, "epochs=2", "checkpoint_every_min=0")
+    run = tmp_path / "run"
+    assert result.code == 130
+    assert (
+        last_line(result)
+        == f"vislab: stopped by SIGINT before training finished; continue with: vislab train --resume {run}"
+    )
+    checkpoints = run / "checkpoints"
+    assert not list(checkpoints.glob(".*.tmp*"))
+    monkeypatch.undo()
+    assert cli("train", "--resume", run).code == 0  # from epoch 0's checkpoint, which was left whole
