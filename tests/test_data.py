@@ -1,9 +1,11 @@
+import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vislab.data import load_dataset
 from vislab.data.images import decode_jpegs_as_is, jpeg_size, read_image, read_images
@@ -12,7 +14,7 @@ from vislab.errors import VislabError
 from vislab.tasks import load_config
 from vislab.tasks.classification.module import resolve_defaults
 
-from conftest import copy_classes
+from conftest import QUIET, copy_classes
 
 
 def folder_config(path: Path, *overrides: str):
@@ -126,3 +128,30 @@ def test_empty_folder_and_single_class_are_rejected(tmp_path, cifar_jpgs):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(VislabError, match="dataset folder not found"):
         load_dataset(folder_config(tmp_path / "nowhere"))
+
+
+def test_phone_photos_are_read_upright_on_every_path(cli, tmp_path, cifar_jpgs):
+    """A camera stores a portrait photo turned, with an EXIF tag saying how to turn it back: training data
+    (batched and PIL decoding), prediction and a segmentation pair's size check all see it upright."""
+    source = Image.open(next((cifar_jpgs / "train" / "cat").iterdir())).convert("RGB").resize((64, 32))
+    stored = source.transpose(Image.Transpose.ROTATE_90)  # 32 wide, 64 tall, as the sensor saw it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
+    photo = tmp_path / "phone.jpg"
+    stored.save(photo, exif=exif, quality=100)
+    upright = torch.from_numpy(np.array(ImageOps.exif_transpose(Image.open(photo)))).permute(2, 0, 1)
+    assert upright.shape == (3, 32, 64)  # wide again
+    assert torch.equal(read_image(photo, 3), upright)
+    assert torch.equal(decode_jpegs_as_is([photo], None)[0], upright)
+    assert torch.equal(read_images([photo], 3, None, False)[0][0], upright)
+    # A mask drawn on the upright picture (64 x 32) passes the pair check.
+    root = tmp_path / "seg"
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(2):
+            shutil.copy(photo, root / split / "images" / f"{i}.jpg")
+            Image.fromarray(np.zeros((32, 64), np.uint8)).save(root / split / "masks" / f"{i}.png")
+    (root / "classes.txt").write_text("background\nthing\n")
+    result = cli("train", f"data=segfolder:{root}", "epochs=1", f"runs_dir={tmp_path / 'runs'}", *QUIET)
+    assert result.code == 0, result.err

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import ImageOps
 
 from vislab.check.duplicates import find_duplicates
 from vislab.check.inventory import TINY, Item, collect, fingerprint_all
@@ -132,7 +133,7 @@ def thumbnail(item: Item) -> np.ndarray:
     if item.path is None:
         return item.image.squeeze(2) if item.image.shape[2] == 1 else item.image
     with opened(item.path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
 
 def write_page(out: Path, findings: dict, items: list[Item], duplicates, suspects) -> None:

@@ -101,7 +101,7 @@ def fingerprint(item: Item) -> Item:
         else:
             item.digest = hashlib.sha256(item.path.read_bytes()).hexdigest()
             with opened(item.path) as opened_image:
-                image = opened_image.copy()  # decodes every byte
+                image = ImageOps.exif_transpose(opened_image)  # decodes every byte, upright
                 fmt = opened_image.format
             if fmt in FORMAT_SUFFIXES and item.path.suffix.lower() not in FORMAT_SUFFIXES[fmt]:
                 item.problem = f"wrongly named: a {fmt} file with the suffix {item.path.suffix}"

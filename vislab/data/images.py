@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from vislab.errors import VislabError
@@ -64,9 +64,20 @@ def open_image(path: Path, channels: int) -> Image.Image:
     palette, RGBA, CMYK, 16-bit and grayscale files all convert."""
     with opened(path) as image:
         image.load()
+        image = ImageOps.exif_transpose(image)  # upright: phones store photos turned, with a tag to undo it
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             image = composite_on_white(image)
         return image.convert("L" if channels == 1 else "RGB")
+
+
+EXIF_ORIENTATION = 0x0112
+TURNED = {5, 6, 7, 8}  # EXIF orientations whose upright picture is the stored one turned by 90 degrees
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as it is shown, read from its header alone."""
+    turned = image.getexif().get(EXIF_ORIENTATION, 1) in TURNED
+    return (image.height, image.width) if turned else image.size
 
 
 def composite_on_white(image: Image.Image) -> Image.Image:
@@ -148,7 +159,11 @@ def decode_jpegs_as_is(paths: list[Path], size: int | None) -> list[torch.Tensor
             if data is not None:
                 encoded[index] = data
         try:
-            decoded = decode_jpeg(list(encoded.values()), mode=ImageReadMode.RGB) if encoded else []
+            decoded = (
+                decode_jpeg(list(encoded.values()), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+                if encoded
+                else []
+            )
         except RuntimeError:
             continue
         for index, tensor in zip(encoded, decoded):

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 
 from vislab.config import Config
-from vislab.data.images import opened
+from vislab.data.images import opened, upright_size
 from vislab.data.module import TensorPairs, position_seed, seeded_loader
 from vislab.data.segmentation import SegSplit, SegSplits, read_pair, whole_crop
 
@@ -59,7 +59,7 @@ def same_size(split: SegSplit) -> bool:
     sizes = set()
     for path in split.image_files:
         with opened(path) as image:
-            sizes.add(image.size)
+            sizes.add(upright_size(image))
     return len(sizes) == 1
 
 

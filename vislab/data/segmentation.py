@@ -13,7 +13,14 @@ import torch
 import yaml
 from PIL import Image
 
-from vislab.data.images import IMAGE_EXTENSIONS, open_image, opened, resize_shorter, to_tensor
+from vislab.data.images import (
+    IMAGE_EXTENSIONS,
+    open_image,
+    opened,
+    resize_shorter,
+    to_tensor,
+    upright_size,
+)
 from vislab.data.registry import SEGFOLDER_PREFIX, DatasetEntry, LoadRequest, register_dataset
 from vislab.errors import VislabError
 from vislab.memory import hold_in_memory
@@ -138,7 +145,7 @@ def check_pair(image_path: Path, mask_path: Path, num_classes: int, ignore_index
     """Checks a pair from the image's header and the mask, without decoding the image."""
     mask = read_mask(mask_path)
     with opened(image_path) as image:
-        size = image.size
+        size = upright_size(image)
     check_mask(mask, mask_path, image_path, size, num_classes, ignore_index)
 
 
@@ -197,7 +204,7 @@ def finish(splits: SegSplits, request: LoadRequest) -> SegSplits:
     """Fixes the training size (the first image's shorter side unless given), and decodes both splits into
     memory when they fit (4 GiB), else leaves them to stream; every pair is checked before training."""
     with opened(splits.train.image_files[0]) as first:
-        width, height = first.size
+        width, height = upright_size(first)
     size = request.image_size or min(width, height)
     scale = size / min(width, height)
     pixels = round(width * scale) * round(height * scale)
