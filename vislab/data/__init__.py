@@ -13,6 +13,7 @@ from vislab.data import (  # noqa: F401  (importing registers them)
     folder,
     photo_archives,
     segmentation,
+    tables,
     tiny_imagenet,
 )
 from vislab.data.images import read_images

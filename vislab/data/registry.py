@@ -12,10 +12,13 @@ from vislab.errors import unknown_name
 
 FOLDER_PREFIX = "folder:"
 SEGFOLDER_PREFIX = "segfolder:"
+CSV_PREFIX = "csv:"
 PREFIXES = {
     FOLDER_PREFIX: "folder",
     SEGFOLDER_PREFIX: "segfolder",
+    CSV_PREFIX: "csv",  # or "segcsv": the file's columns say which (vislab.data.tables)
 }  # `prefix:PATH` -> the entry that loads it
+HIDDEN = {"segcsv"}  # entries reached through a prefix of another's
 # Crop with 4-pixel padding and flip: the standard augmentation for small photos (CIFAR, folders).
 PHOTO_AUGMENT = dict(crop_padding=4, hflip=True, color_jitter=0.0, randaugment_n=0, randaugment_m=9, cutout=0)
 
@@ -53,21 +56,28 @@ def register_dataset(entry: DatasetEntry) -> DatasetEntry:
 
 
 def registered_datasets() -> dict[str, DatasetEntry]:
-    return dict(_DATASETS)
+    return {name: entry for name, entry in _DATASETS.items() if name not in HIDDEN}
 
 
 def get_dataset(name: str) -> DatasetEntry:
     """The entry for a dataset name; `folder:PATH` and `segfolder:PATH` map to the folder loaders."""
     for prefix, entry in PREFIXES.items():
         if name.startswith(prefix):
+            if prefix == CSV_PREFIX:
+                from vislab.data.tables import table_task
+
+                path = dataset_path(name)
+                entry = "segcsv" if table_task(path) == "segmentation" else "csv"
             return _DATASETS[entry]
-    if name not in _DATASETS or name in PREFIXES.values():
-        raise unknown_name("dataset", name, [shown_name(n) for n in _DATASETS])
+    if name not in _DATASETS or name in PREFIXES.values() or name in HIDDEN:
+        raise unknown_name("dataset", name, [shown_name(n) for n in _DATASETS if n not in HIDDEN])
     return _DATASETS[name]
 
 
 def shown_name(name: str) -> str:
     """How a user writes the dataset: `folder:PATH` for the folder loaders, else its name."""
+    if name == "csv":
+        return "csv:FILE"
     return f"{name}:PATH" if name in PREFIXES.values() else name
 
 

@@ -5,7 +5,7 @@ training starts, so a bad file stops the run with its name instead of failing mi
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -270,24 +270,30 @@ def segfolder_description(root: Path) -> dict:
     return described
 
 
+def folder_classes(root: Path, ignore_index: int | None) -> SegSplits:
+    """The classes (classes.txt), ignore index and palette (dataset.yaml) of a segmentation folder, with
+    empty splits: what `segfolder:` and `csv:` read before their pairs."""
+    if not (root / "classes.txt").is_file():
+        raise VislabError(f"{root}/classes.txt is missing: it names one class per line, in label order")
+    classes = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+    described = segfolder_description(root)
+    ignore = ignore_index if ignore_index is not None else int(described.get("ignore_index", VOC_IGNORE))
+    palette = [tuple(int(v) for v in colour) for colour in described.get("palette", [])]
+    if palette and len(palette) != len(classes):
+        raise VislabError(
+            f"{root}/dataset.yaml has {len(palette)} palette colours for {len(classes)} classes"
+        )
+    empty = SegSplit([], [])
+    return SegSplits(classes, ignore, palette or voc_palette(len(classes)), empty, empty)
+
+
 def load_segfolder(request: LoadRequest) -> SegSplits:
     """`root/{train,val}/images/NAME.*`, masks `root/{train,val}/masks/NAME.png`, classes in classes.txt,
     and optionally dataset.yaml with the mask value to ignore and a colour per class."""
     root = request.path
     if root is None or not root.is_dir():
         raise VislabError(f"dataset folder not found: {root}")
-    if not (root / "classes.txt").is_file():
-        raise VislabError(f"{root}/classes.txt is missing: it names one class per line, in label order")
-    classes = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
-    described = segfolder_description(root)
-    ignore = request.ignore_index
-    if ignore is None:
-        ignore = int(described.get("ignore_index", VOC_IGNORE))
-    palette = [tuple(int(v) for v in colour) for colour in described.get("palette", [])]
-    if palette and len(palette) != len(classes):
-        raise VislabError(
-            f"{root}/dataset.yaml has {len(palette)} palette colours for {len(classes)} classes"
-        )
+    described = folder_classes(root, request.ignore_index)
 
     def split(name: str) -> SegSplit:
         folder = root / name / "images"
@@ -300,8 +306,7 @@ def load_segfolder(request: LoadRequest) -> SegSplits:
             raise VislabError(f"no images in {folder}")
         return SegSplit(images, [root / name / "masks" / f"{p.stem}.png" for p in images])
 
-    splits = SegSplits(classes, ignore, palette or voc_palette(len(classes)), split("train"), split("val"))
-    return finish(splits, request)
+    return finish(replace(described, train=split("train"), val=split("val")), request)
 
 
 def with_sbd(splits: SegSplits, data_dir: Path) -> SegSplits:
