@@ -1,3 +1,47 @@
-"""vislab: train, evaluate, explain and serve image classifiers with PyTorch Lightning."""
+"""vislab: train, evaluate, explain and serve image classifiers and segmentation models with PyTorch
+Lightning. The Python API (`vislab.api`) loads on first use, so that `import vislab` and the `vislab`
+command start without importing torch."""
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
+
+# name -> the module that defines it
+PUBLIC = {
+    "train": "vislab.api",
+    "Run": "vislab.api",
+    "load": "vislab.api",
+    "compare": "vislab.api",
+    "Model": "vislab.api",
+    "Predictions": "vislab.api",
+    "Metrics": "vislab.api",
+    "VislabError": "vislab.errors",
+}
+__all__ = list(PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in PUBLIC:
+        raise AttributeError(f"module 'vislab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(PUBLIC))
+
+
+class Package(types.ModuleType):
+    """`vislab.train` stays the API's function: importing the submodule vislab/train.py (the trainer)
+    would otherwise put that module in its place on the package."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in PUBLIC and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = Package

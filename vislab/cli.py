@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -103,40 +102,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args) -> None:
-    from vislab.config import parse_overrides, to_yaml
-    from vislab.data import with_augment_defaults
-    from vislab.recipes import recipe_path
-    from vislab.tasks import load_config
-    from vislab.train import resume_config, train
+    from vislab import api
 
-    if args.resume:
-        if args.config:
-            raise VislabError("--resume uses the run's own config.yaml; drop --config")
-        config = resume_config(Path(args.resume), parse_overrides(args.overrides))
-    else:
-        config = load_config(recipe_path(args.config) if args.config else None, args.overrides)
     if args.print_config:
+        from vislab.config import to_yaml
+        from vislab.data import with_augment_defaults
+
+        config = api.train_config(args.config, overrides=args.overrides, resume=args.resume)
         # Normalisation and image size stay null here: they come from the data when the run starts.
         print(to_yaml(with_augment_defaults(config)), end="")
         return
-    run_dir = train(config, resume=Path(args.resume) if args.resume else None)
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        metric = config.early_stopping.monitor
+    run = api.train(args.config, overrides=args.overrides, resume=args.resume)
+    if run.finished:
+        summary, metric = run.summary, run.config.early_stopping.monitor
         print(
-            f"{run_dir}: best {metric} {summary[f'best_{metric}']:.4f} (epoch {summary['best_epoch']}), "
+            f"{run.path}: best {metric} {summary[f'best_{metric}']:.4f} (epoch {summary['best_epoch']}), "
             f"final {summary[f'final_{metric}']:.4f}, {summary['wall_time_s']:.0f}s"
         )
 
 
 def run_eval(args) -> None:
-    from vislab.tasks import describe_tta, evaluate
+    from vislab import api
+    from vislab.tasks import describe_tta
 
-    task, result = evaluate(args.run, args.split, args.overrides, args.tta)
-    print(task.describe_eval(result))
+    metrics = api.load(args.run).evaluate(
+        split=args.split, tta=args.tta, write=True, overrides=args.overrides
+    )
+    print(metrics)
     if args.tta:
-        print(describe_tta(result))
+        print(describe_tta(metrics))
 
 
 def run_predict(args) -> None:

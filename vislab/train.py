@@ -40,6 +40,33 @@ class ProgressBar(TQDMProgressBar):
         return metrics
 
 
+class EpochLines(L.pytorch.callbacks.ProgressBar):
+    """One line per epoch on stderr, for output that is not a terminal (a log file, CI, a notebook),
+    where a redrawn bar leaves hundreds of lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.enabled = True
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self.enabled or not trainer.is_global_zero:
+            return
+        logged = sorted(trainer.callback_metrics.items())
+        shown = "  ".join(f"{k} {float(v):.4f}" for k, v in logged if k.startswith(("train_", "val_")))
+        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}", file=sys.stderr, flush=True)
+
+
+def progress_display() -> L.pytorch.callbacks.ProgressBar:
+    """A bar for a terminal, a line per epoch for anything else."""
+    return ProgressBar() if sys.stderr.isatty() else EpochLines()
+
+
 def resolve_precision(config: Config) -> str:
     if config.trainer.precision != "auto":
         return config.trainer.precision
@@ -95,7 +122,7 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog, guard: Run
     if t.ema_decay:
         callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay)))
     if t.progress_bar:
-        callbacks.append(ProgressBar())
+        callbacks.append(progress_display())
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,

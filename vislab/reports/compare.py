@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from matplotlib import pyplot as plt
 
 from vislab.config import flatten
 from vislab.errors import VislabError
 from vislab.reports.document import Section, Table, write_html, write_markdown
-from vislab.reports.plots import save
+from vislab.reports.plots import figure_with_axes, save
 from vislab.runs import read_metrics
 
 # Keys that differ without changing the result, or that the table shows in columns of their own.
@@ -55,7 +54,7 @@ def differences(runs: list[Run]) -> list[str]:
 
 
 def curves(runs: list[Run], score: str):
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = figure_with_axes(1, 3, figsize=(15, 4.2))
     for axis, key, title in zip(axes, (score, "val_loss", "train_loss"), (score, "val_loss", "train_loss")):
         for run in runs:
             axis.plot(
@@ -81,11 +80,9 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
     return runs
 
 
-def compare_runs(
-    runs: list[Run], scores: list[tuple[str, str]], monitor: str, out: Path | None = None
-) -> tuple[Path, Table]:
-    """Writes compare.html, compare.md and curves.png into `out` (default runs/compare); returns the table.
-    `scores` are the (label, summary key) columns of the runs' task, `monitor` its curve to overlay."""
+def comparison(runs: list[Run], scores: list[tuple[str, str]]) -> tuple[list[str], list[list]]:
+    """The comparison table's header and rows, values as the runs hold them: run, model, params, epochs,
+    the task's `scores` (label, summary key), time, images/s, and the config keys that differ."""
     changed = differences(runs)
     header = [
         "run",
@@ -101,12 +98,30 @@ def compare_runs(
     for run in runs:
         s, flat = run.summary, flatten(run.config)
         rows.append(
-            [run.path.name, run.config["model"], f"{s['params']:,}", s["epochs_run"]]
+            [run.path.name, run.config["model"], s["params"], s["epochs_run"]]
             + [s.get(key) for _, key in scores]
-            + [f"{s['wall_time_s']:.1f}", f"{s['train_images_per_s']:.0f}"]
-            + [json.dumps(flat.get(k)) for k in changed]
+            + [s["wall_time_s"], s["train_images_per_s"]]
+            + [flat.get(k) for k in changed]
         )
-    table = Table(header, rows)
+    return header, rows
+
+
+def shown_row(row: list, fixed: int) -> list:
+    """A row of `comparison` as the table prints it; `fixed` columns come before the config keys."""
+    name, model, params, epochs, *headline = row[:fixed]
+    *scores, seconds, per_second = headline
+    numbers = [name, model, f"{params:,}", epochs, *scores, f"{seconds:.1f}", f"{per_second:.0f}"]
+    return numbers + [json.dumps(value) for value in row[fixed:]]
+
+
+def compare_runs(
+    runs: list[Run], scores: list[tuple[str, str]], monitor: str, out: Path | None = None
+) -> tuple[Path, Table]:
+    """Writes compare.html, compare.md and curves.png into `out` (default runs/compare); returns the table.
+    `scores` are the (label, summary key) columns of the runs' task, `monitor` its curve to overlay."""
+    header, values = comparison(runs, scores)
+    changed = differences(runs)
+    table = Table(header, [shown_row(row, len(header) - len(changed)) for row in values])
     out = out or runs[0].path.parent / "compare"
     out.mkdir(parents=True, exist_ok=True)
     note = (

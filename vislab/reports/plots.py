@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # reports are files; no display is needed or wanted
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from vislab.files import replacing
 
@@ -18,6 +15,13 @@ MAX_CURVES = (
     10  # more one-vs-rest curves than this are unreadable: plot the macro curve and the worst classes
 )
 MAX_LABELLED_CLASSES = 40  # beyond this, confusion-matrix ticks are left unlabelled
+
+
+def figure_with_axes(rows: int = 1, columns: int = 1, figsize=None, **options):
+    """A Figure and its axes, as pyplot.subplots gives them but without pyplot: no backend is chosen or
+    needed (reports are files; a notebook keeps the backend it has) and no figure is kept alive."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, columns, **options)
 
 
 CLASSIFICATION_SCORES = [("train_acc", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5")]
@@ -28,7 +32,7 @@ def training_curves(
 ) -> Figure:
     """Loss, the task's scores (`(column, label)` pairs) and the learning rate per epoch."""
     epochs = [r["epoch"] for r in rows]
-    fig, (loss, acc, lr) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (loss, acc, lr) = figure_with_axes(1, 3, figsize=(15, 4.2))
     for axis, keys, title, label in (
         (loss, [("train_loss", "train"), ("val_loss", "val")], "Loss", "loss"),
         (acc, scores, "Scores", "score"),
@@ -52,7 +56,7 @@ def live_curves(points: list[dict], rows: list[dict]) -> Figure:
     """A run while it trains: training loss and learning rate within epochs (`points` of progress.json),
     validation loss and scores at each epoch's end (metrics.csv `rows`); x counts epochs done (1.0 is
     the end of the first)."""
-    fig, (loss, scores, lr) = plt.subplots(1, 3, figsize=(15, 3.6))
+    fig, (loss, scores, lr) = figure_with_axes(1, 3, figsize=(15, 3.6))
     ends = [r["epoch"] + 1 for r in rows]
     loss.plot([p["epoch"] for p in points], [p["train_loss"] for p in points], label="train")
     lr.plot([p["epoch"] for p in points], [p["lr"] for p in points], label="learning rate")
@@ -75,7 +79,7 @@ def confusion_matrices(confusion: np.ndarray, classes: list[str]) -> Figure:
     """Raw counts and row-normalised (recall per true class) side by side."""
     n = len(classes)
     size = min(7 + n * 0.12, 24)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size * 0.85))
+    fig, axes = figure_with_axes(1, 2, figsize=(2 * size, size * 0.85))
     normalised = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
     for axis, matrix, title, fmt in (
         (axes[0], confusion, "Confusion matrix (counts)", "d"),
@@ -104,7 +108,7 @@ def per_class_bars(table: dict[str, np.ndarray], classes: list[str], most: int =
     order = np.argsort(table["f1"])
     if len(order) > most:
         order = np.concatenate([order[: most // 2], order[-most // 2 :]])
-    fig, axis = plt.subplots(figsize=(9, 1.5 + 0.35 * len(order)))
+    fig, axis = figure_with_axes(figsize=(9, 1.5 + 0.35 * len(order)))
     height = 0.2
     for offset, key in enumerate(("accuracy", "precision", "recall", "f1")):
         axis.barh(np.arange(len(order)) + (offset - 1.5) * height, table[key][order], height, label=key)
@@ -133,7 +137,7 @@ def roc_curves(
         curves.append(np.interp(grid, fpr, tpr))
         aucs.append(float(auc(fpr, tpr)))
     macro = float(np.mean(aucs))
-    fig, axis = plt.subplots(figsize=(7, 6))
+    fig, axis = figure_with_axes(figsize=(7, 6))
     for c in curve_classes(aucs):
         axis.plot(grid, curves[c], linewidth=1.2, label=f"{classes[c]} (AUC {aucs[c]:.3f})")
     axis.plot(
@@ -158,7 +162,7 @@ def pr_curves(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> tupl
         curves.append(np.interp(grid, recall[::-1], precision[::-1]))
         aps.append(float(average_precision_score(positives, probs[:, c])) if positives.any() else 0.0)
     macro = float(np.mean(aps))
-    fig, axis = plt.subplots(figsize=(7, 6))
+    fig, axis = figure_with_axes(figsize=(7, 6))
     for c in curve_classes(aps):
         axis.plot(grid, curves[c], linewidth=1.2, label=f"{classes[c]} (AP {aps[c]:.3f})")
     axis.plot(grid, np.mean(curves, 0), color="black", linewidth=2.5, label=f"macro average (AP {macro:.3f})")
@@ -176,7 +180,7 @@ def reliability_diagram(confidence: np.ndarray, correct: np.ndarray, ece: float,
     counts = np.bincount(which, minlength=bins)
     accuracy = np.bincount(which, weights=correct, minlength=bins) / np.maximum(counts, 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 7), height_ratios=[3, 1], sharex=True)
+    fig, (top, bottom) = figure_with_axes(2, 1, figsize=(6.5, 7), height_ratios=[3, 1], sharex=True)
     top.bar(
         centres[counts > 0], accuracy[counts > 0], width=1 / bins, edgecolor="black", label="accuracy in bin"
     )
@@ -191,8 +195,10 @@ def reliability_diagram(confidence: np.ndarray, correct: np.ndarray, ece: float,
 
 
 def tsne_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str]) -> Figure:
-    fig, axis = plt.subplots(figsize=(8.5, 7))
-    colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo")
+    fig, axis = figure_with_axes(figsize=(8.5, 7))
+    colours = matplotlib.colormaps[
+        "tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo"
+    ]
     for c, name in enumerate(classes):
         chosen = labels == c
         colour = colours(c if len(classes) <= 20 else c / max(len(classes) - 1, 1))
@@ -213,7 +219,7 @@ def tsne_scatter(points: np.ndarray, labels: np.ndarray, classes: list[str]) -> 
 def image_grid(images: list[np.ndarray], titles: list[str], title: str, columns: int = 6) -> Figure:
     """A grid of HxWx3 uint8 (or float 0..1) images with a caption under each."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.6 * rows + 0.6), squeeze=False)
+    fig, axes = figure_with_axes(rows, columns, figsize=(2.3 * columns, 2.6 * rows + 0.6), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, titles):
@@ -226,7 +232,7 @@ def image_grid(images: list[np.ndarray], titles: list[str], title: str, columns:
 
 def activation_maps(maps: list[tuple[str, np.ndarray]], channels: int = 8) -> Figure:
     """The first `channels` feature maps of each of the first layers, for one image."""
-    fig, axes = plt.subplots(
+    fig, axes = figure_with_axes(
         len(maps), channels, figsize=(1.6 * channels, 1.8 * len(maps) + 0.6), squeeze=False
     )
     for row, (name, activation) in enumerate(maps):
@@ -244,7 +250,7 @@ def activation_maps(maps: list[tuple[str, np.ndarray]], channels: int = 8) -> Fi
 
 def per_class_iou(ious: list[float], classes: list[str]) -> Figure:
     order = np.argsort(ious)
-    fig, axis = plt.subplots(figsize=(8, 1.5 + 0.35 * len(classes)))
+    fig, axis = figure_with_axes(figsize=(8, 1.5 + 0.35 * len(classes)))
     axis.barh(range(len(order)), np.asarray(ious)[order], color="tab:blue")
     axis.set_yticks(range(len(order)), [classes[i] for i in order])
     axis.set(
@@ -259,9 +265,6 @@ def per_class_iou(ious: list[float], classes: list[str]) -> Figure:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    try:
-        with replacing(path) as written:
-            fig.savefig(written, dpi=110)
-    finally:
-        plt.close(fig)
+    with replacing(path) as written:
+        fig.savefig(written, dpi=110)
     return path

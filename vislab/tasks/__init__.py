@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from vislab.checkpoint import load_checkpoint
+from vislab.checkpoint import Checkpoint, load_checkpoint
 from vislab.config import Config, build_config, flatten, merge, parse_overrides, read_yaml
 from vislab.data import dataset_task
 from vislab.errors import VislabError, unknown_name
@@ -17,6 +17,7 @@ from vislab.files import replacing
 from vislab.models import model_task
 from vislab.reports.compare import compare_runs, load_runs
 from vislab.reports.document import ReportOptions, progress
+from vislab.runs import write_eval
 from vislab.tasks.base import Prepared, Task
 from vislab.tasks.classification import CLASSIFICATION
 from vislab.tasks.segmentation import SEGMENTATION
@@ -97,13 +98,27 @@ def prepare(config: Config) -> Prepared:
 
 
 def evaluate(
-    run_or_checkpoint: str | Path, split: str = "val", overrides: list[str] | None = None, tta: bool = False
+    run_or_checkpoint: str | Path | Checkpoint,
+    split: str = "val",
+    overrides: list[str] | None = None,
+    tta: bool = False,
+    write: bool = False,
 ) -> tuple[Task, dict]:
     """A checkpoint's scores on a split. With `tta`, scored with test-time augmentation, and also without
-    it: the result's `tta` entry holds the headline score both ways and the gain."""
-    checkpoint = load_checkpoint(run_or_checkpoint)
+    it: the result's `tta` entry holds the headline score both ways and the gain. With `write`, also
+    eval_<split>.json and confusion_<split>.csv in the run folder (what `vislab eval` leaves)."""
+    checkpoint = as_checkpoint(run_or_checkpoint)
     task = get_task(checkpoint.meta.task)
-    return task, task.evaluate(checkpoint, split, overrides or [], tta)
+    result = task.evaluate(checkpoint, split, overrides or [], tta)
+    if write:
+        write_eval(checkpoint.run_dir, split, result)
+    return task, result
+
+
+def as_checkpoint(run_or_checkpoint: str | Path | Checkpoint) -> Checkpoint:
+    if isinstance(run_or_checkpoint, Checkpoint):
+        return run_or_checkpoint
+    return load_checkpoint(run_or_checkpoint)
 
 
 def describe_tta(result: dict) -> str:
@@ -139,12 +154,12 @@ def report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
 
 
 def export(
-    run_or_checkpoint: str | Path, fmt: str, out: Path | None = None, check_images: int = 16
+    run_or_checkpoint: str | Path | Checkpoint, fmt: str, out: Path | None = None, check_images: int = 16
 ) -> tuple[Path, float]:
     """The model exported to `fmt`, and its largest logit difference from PyTorch on real images."""
     if fmt not in FORMATS:
         raise unknown_name("export format", fmt, FORMATS)
-    checkpoint = load_checkpoint(run_or_checkpoint)
+    checkpoint = as_checkpoint(run_or_checkpoint)
     task = get_task(checkpoint.meta.task)
     return export_model(
         checkpoint, task.export_inputs(checkpoint, check_images), fmt, out, task.any_input_size

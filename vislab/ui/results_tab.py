@@ -37,7 +37,7 @@ def confusion(run_dir: Path, split: str) -> dict:
     """The split's evaluation (eval_<split>.json), written by `vislab eval` when it is not there yet."""
     path = run_dir / f"eval_{split}.json"
     if not path.is_file() or path.stat().st_mtime < (run_dir / "checkpoints" / "best.ckpt").stat().st_mtime:
-        evaluate(run_dir, split)
+        evaluate(run_dir, split, write=True)
     return json.loads(path.read_text())
 
 

@@ -23,7 +23,6 @@ from vislab.data.images import normalise, read_image
 from vislab.data.module import ImageDataModule
 from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
-from vislab.runs import write_eval
 from vislab.tasks.base import eval_config, with_tta
 from vislab.tta import TestTimeAugment
 
@@ -153,15 +152,14 @@ def scores(checkpoint: Checkpoint, data: EvalData, outputs: Outputs) -> dict:
 def evaluate(
     checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None, tta: bool = False
 ) -> dict:
-    """Evaluates a checkpoint and writes eval_<split>.json and confusion_<split>.csv into its run folder;
-    with `tta`, the scores are those with test-time augmentation, the gain over none beside them."""
+    """A checkpoint's scores on a split, as eval_<split>.json holds them (written by the caller, if at
+    all); with `tta`, the scores are those with test-time augmentation, the gain over none beside them."""
     data = load_eval_data(checkpoint, split, overrides)
     model = checkpoint.model()
     result = scores(checkpoint, data, collect_outputs(model, data))
     if tta:
         augmented = TestTimeAugment.for_model(model, checkpoint.meta)
         result = with_tta(scores(checkpoint, data, collect_outputs(augmented, data)), result, "top1")
-    write_eval(checkpoint.run_dir, split, result)
     return result
 
 

@@ -18,7 +18,7 @@ from vislab.data.segmentation import STRIDE, SegSplit, colour_mask, overlay, rea
 from vislab.errors import VislabError
 from vislab.export import Predictor
 from vislab.files import replacing
-from vislab.runs import run_dir_of, write_eval
+from vislab.runs import run_dir_of
 from vislab.tasks.base import eval_config, with_tta
 from vislab.tasks.segmentation.module import padded_logits, segmentation_metrics
 from vislab.tta import TestTimeAugment
@@ -82,7 +82,7 @@ def evaluate(
     checkpoint: Checkpoint, split: str = "val", overrides: list[str] | None = None, tta: bool = False
 ) -> dict:
     """mIoU, per-class IoU, pixel and mean class accuracy and the confusion matrix on whole images at
-    their own size; writes eval_<split>.json and confusion_<split>.csv into the run folder. With `tta`,
+    their own size, as eval_<split>.json holds them (written by the caller, if at all). With `tta`,
     the scores are those with the mirrored image averaged in, the gain over none beside them."""
     config, data = load_eval_split(checkpoint, split, overrides)
     model = checkpoint.model()
@@ -92,7 +92,6 @@ def evaluate(
         result = with_tta(result, without, "miou")
     else:
         (result,) = score_split(checkpoint, [model], config.data, data, split)
-    write_eval(checkpoint.run_dir, split, result)
     return result
 
 
