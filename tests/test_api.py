@@ -11,7 +11,7 @@ from PIL import Image
 
 import vislab
 
-from conftest import QUIET, copy_classes
+from conftest import QUIET, copy_classes, small_copy
 
 FAST = {"report": False, "trainer": {"progress_bar": False}}
 
@@ -150,6 +150,24 @@ def test_runs_predictions_and_metrics_show_themselves_in_a_notebook(digits_runs,
     shown = model.predict(photos / "test")._repr_html_()
     assert shown.count("<img") == 30  # a thumbnail per image
     assert "<img" in model.evaluate()._repr_html_()
+
+
+def test_segmentation_predicts_a_mask_per_image_at_its_own_size(camvid, tmp_path):
+    root = small_copy(camvid, tmp_path / "camvid", train=8, val=2)
+    (root / "dataset.yaml").write_text("ignore_index: 11\n")
+    run = vislab.train(data=f"segfolder:{root}", image_size=64, epochs=1, runs_dir=tmp_path, **FAST)
+    model = vislab.load(run)
+    predicted = model.predict(root / "val" / "images")
+    truth = [
+        Image.open(root / "val" / "masks" / f"{name.rsplit('/', 1)[1][:-4]}.png") for name in predicted.names
+    ]
+    assert [m.shape for m in predicted.masks] == [(t.height, t.width) for t in truth]
+    assert predicted.probabilities is None and set(predicted.labels) <= set(model.classes)
+    table = predicted.to_pandas()
+    assert np.allclose(table[model.classes].sum(axis=1), 1)
+    metrics = model.evaluate()
+    assert metrics.task == "segmentation" and 0 <= metrics["miou"] <= 1 and metrics["images"] == 2
+    assert "<img" in predicted._repr_html_() and len(predicted._repr_html_()) < 200_000
 
 
 def test_training_prints_a_line_per_epoch_when_stderr_is_not_a_terminal(tmp_path, capsys):

@@ -487,7 +487,13 @@ def figure_html(figure, width: int) -> str:
 
 
 def image_html(picture: np.ndarray, side: int = 96) -> str:
-    """A small image, scaled up without blurring (8x8 digits stay readable)."""
+    """A small image: a large one shrunk (photos, segmentation overlays), a small one scaled up without
+    blurring (8x8 digits stay readable)."""
+    image = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
+    style = f"width:{side}px;image-rendering:pixelated"
+    if max(image.size) > 2 * side:
+        image.thumbnail((2 * side, 2 * side))
+        style = f"width:{image.width}px"
     buffer = io.BytesIO()
-    Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture).save(buffer, format="PNG")
-    return png_html(buffer.getvalue(), f"width:{side}px;image-rendering:pixelated")
+    image.save(buffer, format="PNG")
+    return png_html(buffer.getvalue(), style)
