@@ -23,7 +23,6 @@ from vislab.config import Config, build_config, merge, parse_overrides, read_yam
 from vislab.data.images import (
     composite_on_white,
     image_files,
-    normalise,
     read_image,
     resize_center_crop,
     to_tensor,
@@ -325,15 +324,15 @@ THUMBNAILS = 32  # the predictions a notebook shows; the rest are kept as number
 def classify_images(
     predictor: Predictor, named: list[tuple[str, Any]], topk: int, batch_size: int
 ) -> Predictions:
+    from vislab.tasks.classification.predict import class_probabilities
+
     meta = predictor.meta
     probabilities, thumbnails = [], []
-    with torch.inference_mode():
-        for start in range(0, len(named), batch_size):
-            batch = torch.stack(
-                [read_any(i, meta.channels, meta.image_size) for _, i in named[start:][:batch_size]]
-            )
-            thumbnails += list(batch[: max(0, THUMBNAILS - start)])
-            probabilities.append(predictor(normalise(batch, meta.mean, meta.std)).float().softmax(1))
+    for start in range(0, len(named), batch_size):
+        chunk = named[start : start + batch_size]
+        batch = torch.stack([read_any(image, meta.channels, meta.image_size) for _, image in chunk])
+        thumbnails += list(batch[: max(0, THUMBNAILS - start)])
+        probabilities.append(class_probabilities(predictor, batch))
     k = max(1, min(topk, len(meta.classes)))
     return Predictions(
         meta.task, meta.classes, [n for n, _ in named], torch.cat(probabilities).numpy(), None, k, thumbnails

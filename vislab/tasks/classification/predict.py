@@ -18,21 +18,27 @@ from vislab.files import write_atomically
 OUTPUT_FORMATS = (".csv", ".json")
 
 
+def class_probabilities(predictor: Predictor, images: torch.Tensor) -> torch.Tensor:
+    """Class probabilities for a batch of uint8 images at the model's input size (`read_image`'s)."""
+    meta = predictor.meta
+    with torch.inference_mode():
+        return predictor(normalise(images, meta.mean, meta.std)).float().softmax(1)
+
+
 def predict(predictor: Predictor, target: str | Path, topk: int = 5, batch_size: int = 64) -> list[dict]:
     """One row per image: the file and its top-k classes with probabilities."""
     meta = predictor.meta
     k = max(1, min(topk, len(meta.classes)))
     files = image_files(Path(target))
     rows = []
-    with torch.inference_mode():
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            images = torch.stack([read_image(f, meta.channels, meta.image_size) for f in chunk])
-            top = predictor(normalise(images, meta.mean, meta.std)).softmax(1).topk(k, dim=1)
-            for file, p, i in zip(chunk, top.values.tolist(), top.indices.tolist()):
-                rows.append(
-                    {"file": str(file), "top": [{"class": meta.classes[c], "prob": q} for c, q in zip(i, p)]}
-                )
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = torch.stack([read_image(f, meta.channels, meta.image_size) for f in chunk])
+        top = class_probabilities(predictor, images).topk(k, dim=1)
+        for file, p, i in zip(chunk, top.values.tolist(), top.indices.tolist()):
+            rows.append(
+                {"file": str(file), "top": [{"class": meta.classes[c], "prob": q} for c, q in zip(i, p)]}
+            )
     return rows
 
 
