@@ -60,9 +60,19 @@ def train_config(
     if isinstance(config, Config):
         if not updates and config.task is not None:
             return config
-        return resolve_config(merge(config.model_dump(exclude_unset=True), updates))
+        return resolve_config(with_own_model(merge(config.model_dump(exclude_unset=True), updates)))
     values = read_yaml(recipe_path(config)) if config is not None else {}
-    return resolve_config(merge(values, updates))
+    return resolve_config(with_own_model(merge(values, updates)))
+
+
+def with_own_model(values: dict) -> dict:
+    """A new run's model as the user gave it (FILE.py:NAME, package.module:NAME, a function, a class, an
+    nn.Module) imported or registered, and named as config.yaml will hold it: the user asked for it."""
+    from vislab.models import resolve_model
+
+    if values.get("model") is None:
+        return values
+    return values | {"model": resolve_model(values["model"])}
 
 
 def plain(values: Any) -> Any:

@@ -21,7 +21,7 @@ from torch import nn
 
 from vislab.errors import VislabError
 from vislab.files import replacing
-from vislab.models import create_model
+from vislab.models import create_model, require_model_code
 from vislab.runs import run_dir_of
 
 
@@ -86,6 +86,7 @@ class Checkpoint:
         """The network rebuilt from the metadata, with the checkpoint's weights, in evaluation mode and in
         the memory layout it trained in (channels-last convolutions run 1.7 times faster on a CPU)."""
         meta = self.meta
+        require_model_code(meta.model, self.run_dir)  # a user's code is never imported from a checkpoint
         model = create_model(
             meta.model,
             len(meta.classes),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
+from vislab.plugins import import_all
 from vislab.stopping import STOP
 
 
@@ -98,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the registered models")
     datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
     datasets.add_argument("overrides", nargs="*", help="data_dir=PATH to look somewhere else")
+    for name in ("train", "eval", "predict", "report", "export", "models", "ui"):
+        commands.choices[name].add_argument(
+            "--import",
+            dest="imports",
+            action="append",
+            default=[],
+            metavar="FILE.py|MODULE",
+            help="import your own model code first (repeatable): a run trained with model=FILE.py:NAME "
+            "needs it named again, since vislab never imports code named in a checkpoint",
+        )
     return parser
 
 
@@ -282,6 +293,7 @@ def run_command(argv: list[str] | None) -> int:
     try:
         args = parse_arguments(build_parser(), argv)
         command = f"vislab {args.command}"
+        import_all(getattr(args, "imports", None))  # --import: the user's own model code, first
         COMMANDS[args.command](args)
     except Stopped as stop:  # outside training: nothing it was writing is left half-written
         print(f"vislab: stopped by {stop.name}; {command} wrote nothing it had not finished", file=sys.stderr)

@@ -20,7 +20,7 @@ from vislab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vislab.config import Config, merge, read_yaml, save_config
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
 from vislab.files import remove, write_json
-from vislab.models import count_parameters
+from vislab.models import count_parameters, require_model_code, run_label
 from vislab.progress import LiveProgress
 from vislab.resilience import RunGuard
 from vislab.runs import EpochLog, create_run_dir, environment, summarize
@@ -158,7 +158,10 @@ def resume_config(run_dir: Path, overrides: dict) -> Config:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise VislabError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
-    config = resolve_config(merge(read_yaml(run_dir / "config.yaml"), overrides))
+    saved = read_yaml(run_dir / "config.yaml")
+    if isinstance(saved.get("model"), str):  # a user's code is never imported from a run's config
+        require_model_code(saved["model"], run_dir)
+    config = resolve_config(merge(saved, overrides))
     found = load_checkpoint(last, prefer="last").meta.task
     if found != config.task:
         raise VislabError(f"{last} is a {found} checkpoint, but {run_dir}/config.yaml is for {config.task}")
@@ -169,7 +172,7 @@ def open_run_dir(config: Config, skipped: list[Path]) -> Path:
     """Creates the run folder with its config.yaml, or, in a DDP worker process, joins rank 0's."""
     if is_worker_process():
         return Path(os.environ[RUN_DIR_ENV])
-    run_dir = create_run_dir(config.runs_dir, config.name, config.data, config.model)
+    run_dir = create_run_dir(config.runs_dir, config.name, config.data, run_label(config.model))
     os.environ[RUN_DIR_ENV] = str(run_dir)
     save_config(config, run_dir / "config.yaml")
     if skipped:

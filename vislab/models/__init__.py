@@ -1,4 +1,5 @@
-"""Models: one registry, one factory. `create_model(name, num_classes, ...)` builds any of them."""
+"""Models: one registry, one factory. `create_model(name, num_classes, ...)` builds any of them: vislab's own,
+timm's, a user's registered with `register_model`, or a user's own by reference (`resolve_model`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from vislab.models import (  # noqa: F401  (importing registers the models)
     densenet,
     segmentation,
 )
-from vislab.models._registry import check_options, get_entry, registered_models
+from vislab.models._registry import check_options, get_entry, register_model, registered_models
+from vislab.models.own import check_output, is_reference, require_model_code, resolve_model
 from vislab.models.timm_models import PREFIX, create_timm_model, timm_data_config
 
 
@@ -31,9 +33,10 @@ def create_model(
     head_dropout: float = 0.0,
     **options,
 ) -> nn.Module:
-    """Builds a registered model, or `timm:<name>` through timm, for `num_classes` outputs.
-    `pretrained` loads ImageNet weights (timm models); `weights` loads a local state dict, leaving out
-    tensors whose shapes do not fit (a head for another number of classes)."""
+    """Builds a registered model, or `timm:<name>` through timm, for `num_classes` outputs. A user's model
+    is checked by one forward of a dummy batch: its output must fit the classes. `pretrained` loads
+    ImageNet weights (timm models); `weights` loads a local state dict, leaving out tensors whose shapes do
+    not fit (a head for another number of classes)."""
     if name.startswith(PREFIX):
         timm_name = name.removeprefix(PREFIX)
         model = create_timm_model(
@@ -45,10 +48,11 @@ def create_model(
                 f"ImageNet weights come with timm models (timm:<name>), not {name}: use weights=PATH"
             )
         entry = get_entry(name)
-        check_options(name, options, entry.options())
-        model = entry.builder(
-            num_classes=num_classes, in_chans=in_chans, image_size=image_size or entry.input_size, **options
-        )
+        check_options(name, options, entry)
+        size = image_size or entry.input_size
+        model = entry.build(num_classes, in_chans, size, options)
+        if not entry.builtin:
+            check_output(model, entry, num_classes, in_chans, size)
     if weights:
         load_weights(model, Path(weights))
     return model
@@ -93,8 +97,14 @@ def needs_exact_input_size(name: str) -> bool:
 
 
 def model_task(name: str) -> str:
-    """Which task the model's outputs are for: timm models classify."""
+    """Which task the model's outputs are for: timm models classify; a user's model says so when
+    registered, else its output decides (4-D: segmentation), see vislab.models.own."""
     return "classification" if name.startswith(PREFIX) else get_entry(name).task
+
+
+def run_label(name: str) -> str:
+    """How a model names a run folder: `nets.py:TinyNet` as TinyNet, not as the file's whole path."""
+    return name.rpartition(":")[2] if is_reference(name) else name
 
 
 def backbone_of(model: nn.Module) -> nn.Module | None:
@@ -117,4 +127,9 @@ __all__ = [
     "count_parameters",
     "backbone_of",
     "registered_models",
+    "register_model",
+    "resolve_model",
+    "require_model_code",
+    "is_reference",
+    "run_label",
 ]

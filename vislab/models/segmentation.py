@@ -74,7 +74,7 @@ class FCN8sDecoder(nn.Module):
         return F.interpolate(score, size=size, mode="bilinear", align_corners=False)
 
 
-@register_model(input_size=256, family="segmentation")
+@register_model(input_size=256, family="segmentation", task="segmentation")
 def fcn8s(
     num_classes: int, in_chans: int, image_size: int, pretrained_vgg: bool = False, width: int = 1024
 ) -> nn.Module:
@@ -144,7 +144,7 @@ def unet(num_classes: int, in_chans: int, width: int, levels: int, residual: boo
     )
 
 
-@register_model(input_size=256, family="segmentation")
+@register_model(input_size=256, family="segmentation", task="segmentation")
 def deep_unet(
     num_classes: int, in_chans: int, image_size: int, width: int = 32, levels: int = 5
 ) -> nn.Module:
@@ -152,13 +152,13 @@ def deep_unet(
     return unet(num_classes, in_chans, width, levels, residual=False, depth=2)
 
 
-@register_model(input_size=256, family="segmentation")
+@register_model(input_size=256, family="segmentation", task="segmentation")
 def resunet(num_classes: int, in_chans: int, image_size: int, width: int = 32, levels: int = 5) -> nn.Module:
     """U-Net whose levels are two residual blocks."""
     return unet(num_classes, in_chans, width, levels, residual=True, depth=2)
 
 
-@register_model(input_size=256, family="segmentation")
+@register_model(input_size=256, family="segmentation", task="segmentation")
 def resunet_4444(
     num_classes: int, in_chans: int, image_size: int, width: int = 32, levels: int = 5
 ) -> nn.Module:
@@ -175,7 +175,7 @@ class DeepLabDecoder(nn.Module):
         return F.interpolate(self.head(features["out"]), size=size, mode="bilinear", align_corners=False)
 
 
-@register_model(input_size=256, family="segmentation")
+@register_model(input_size=256, family="segmentation", task="segmentation")
 def deeplabv3_resnet50(
     num_classes: int, in_chans: int, image_size: int, pretrained_backbone: bool = False
 ) -> nn.Module:

@@ -14,7 +14,7 @@ from vislab.data import dataset_task
 from vislab.errors import VislabError, unknown_name
 from vislab.export import FORMATS, export_model, load_predictor
 from vislab.files import replacing
-from vislab.models import model_task
+from vislab.models import model_task, resolve_model
 from vislab.reports.compare import compare_runs, load_runs
 from vislab.reports.document import ReportOptions, progress
 from vislab.runs import write_eval
@@ -88,9 +88,13 @@ def resolve_config(values: dict[str, Any]) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """The config of a run: the task's defaults, then the YAML file, then `key=value` overrides."""
-    values = read_yaml(path) if path else {}
-    return resolve_config(merge(values, parse_overrides(overrides or [])))
+    """The config of a new run: the task's defaults, then the YAML file, then `key=value` overrides. A model
+    given as FILE.py:NAME or package.module:NAME is imported: the user named it for this run (a run's own
+    config.yaml, read on resume, is not read here and imports nothing)."""
+    values = merge(read_yaml(path) if path else {}, parse_overrides(overrides or []))
+    if isinstance(values.get("model"), str):
+        resolve_model(values["model"])
+    return resolve_config(values)
 
 
 def prepare(config: Config) -> Prepared:

@@ -14,7 +14,7 @@ from vislab.check import check_dataset, summary_lines
 from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to_yaml
 from vislab.data import registered_datasets, with_augment_defaults
 from vislab.data.registry import shown_name
-from vislab.models import count_parameters, create_model, registered_models
+from vislab.models import count_parameters, create_model, registered_models, resolve_model
 from vislab.recipes import list_recipes, recipe_path
 from vislab.tasks import get_task, load_config
 from vislab.ui.common import Context, failure, guarded
@@ -91,7 +91,7 @@ def build(context: Context) -> Setup:
                 [DEFAULT_MODEL, *registered_models()],
                 value=DEFAULT_MODEL,
                 allow_custom_value=True,
-                label="model (or type timm:NAME)",
+                label="model (or type timm:NAME, FILE.py:NAME, package.module:NAME)",
                 elem_id="model",
             )
             parameters = gr.Markdown(elem_id="parameters")
@@ -190,6 +190,7 @@ def build(context: Context) -> Setup:
     def count(chosen):
         if not chosen or chosen == DEFAULT_MODEL:
             return "", ""
+        chosen = resolve_model(chosen)  # FILE.py:NAME or package.module:NAME typed in: imported
         entry = registered_models().get(chosen)
         size = entry.input_size if entry else 224
         params = count_parameters(create_model(chosen, 10, 3, size))
