@@ -18,7 +18,7 @@ from vislab import plugins
 from vislab.errors import VislabError
 from vislab.models import _registry, create_model, register_model, resolve_model
 
-from conftest import QUIET
+from conftest import QUIET, small_copy
 from stopper import send_at
 
 FAST = ["data=digits", "batch_size=128", "epochs=1", "optim.lr=0.05", *QUIET]  # 12 whole batches an epoch
@@ -361,3 +361,28 @@ def test_a_plugin_package_registers_through_the_entry_point_group(cli, tmp_path,
     forget_own_code()  # a new process: the installed plugin loads again, no --import needed
     assert cli("eval", tmp_path / "p").code == 0
     assert cli("eval", tmp_path / "q").code == 0
+
+
+def test_from_python_a_run_of_a_file_model_loads_once_the_file_is_named_again(cli, tmp_path, nets):
+    import vislab
+
+    assert cli("train", *FAST, f"model={nets}:TinyNet", f"runs_dir={tmp_path}", "name=tiny").code == 0
+    forget_own_code()
+    with pytest.raises(VislabError) as refused:
+        vislab.load(tmp_path / "tiny").predict(digit_images(tmp_path / "images", count=2))
+    assert f"{refusal(tmp_path / 'tiny', nets)}" == f"vislab: error: {refused.value}\n"
+    resolve_model(f"{nets}:TinyNet")  # the Python for --import
+    predictions = vislab.load(tmp_path / "tiny").predict(tmp_path / "images")
+    assert len(predictions.to_pandas()) == 2
+
+
+def test_an_unregistered_model_with_a_4d_output_segments(cli, tmp_path, nets, camvid):
+    """Its task follows from its output: per-pixel logits make it a segmentation model, on real CamVid."""
+    scenes = small_copy(camvid, tmp_path / "camvid", train=4, val=2)
+    args = [f"data=segfolder:{scenes}", "segmentation.ignore_index=11", "image_size=48", "epochs=1", *QUIET]
+    trained = cli("train", *args, f"model={nets}:per_pixel", f"runs_dir={tmp_path}", "name=s")
+    assert trained.code == 0, trained.err
+    forget_own_code()
+    evaluated = cli("eval", tmp_path / "s", "--import", nets)
+    assert evaluated.code == 0 and "mIoU" in evaluated.out, evaluated.err
+    assert cli("export", tmp_path / "s", "--import", nets).code == 0

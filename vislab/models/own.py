@@ -201,10 +201,13 @@ def require_model_code(model: str, where) -> None:
 
 def check_output(model, entry: ModelEntry, num_classes: int, in_chans: int, size: int) -> None:
     """One forward of a dummy batch of two: a user's model must return (2, num_classes) logits, or
-    (2, num_classes, size, size) for segmentation. Weights, BatchNorm statistics, training flags and the
-    random state are left as they were, so a resumed run builds the same model."""
+    (2, num_classes, side, side) for segmentation (`size` padded to a multiple of 32, as images are).
+    Weights, BatchNorm statistics, training flags and the random state are left as they were, so a
+    resumed run builds the same model."""
     if not isinstance(model, nn.Module):
         raise VislabError(f"model={entry.name} returned a {type(model).__name__}, not a torch nn.Module")
+    if entry.task == "segmentation":  # segmentation pads its images to a multiple of 32
+        size = -(-size // 32) * 32
     tensor = next(iter(model.parameters()), None)
     device = tensor.device if tensor is not None else torch.device("cpu")
     batch = torch.zeros(2, in_chans, size, size, device=device)
