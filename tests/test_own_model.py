@@ -62,7 +62,14 @@ def per_pixel(num_classes, in_chans):
 
 def not_a_model(num_classes, in_chans):
     return "a string"
+
+
+def fails_to_build(num_classes, in_chans):
+    return nn.Linear(in_chans, num_classes, bias=True, colour="red")
 '''
+BUILD_LINE = (
+    NETS.splitlines().index('    return nn.Linear(in_chans, num_classes, bias=True, colour="red")') + 1
+)
 
 
 @pytest.fixture(autouse=True)
@@ -212,7 +219,8 @@ BAD = {
     "no such file": ("{tmp}/missing.py:f", "no such file: {tmp}/missing.py"),
     "no such name": (
         "{nets}:Missing",
-        "{nets} has no 'Missing'; its models could be: TinyNet, flat, seven_outputs, per_pixel, not_a_model",
+        "{nets} has no 'Missing'; its models could be: TinyNet, flat, seven_outputs, per_pixel, not_a_model, "
+        "fails_to_build",
     ),
     "not a module": ("{nets}:not_a_model", "model={nets}:not_a_model returned a str, not a torch nn.Module"),
     "output does not fit the classes": (
@@ -224,6 +232,11 @@ BAD = {
         "{nets}:per_pixel",
         "digits is classification data but {nets}:per_pixel is a segmentation model: pick a classification "
         "model (see 'vislab models') or segmentation data (see 'vislab datasets')",
+    ),
+    "the model's code fails": (
+        "{nets}:fails_to_build",
+        "model={nets}:fails_to_build failed to build: nets.py, line {line}: TypeError: "
+        "Linear.__init__() got an unexpected keyword argument 'colour'",
     ),
     "syntax error": ("{tmp}/broken.py:f", "{tmp}/broken.py, line 3: syntax error: '(' was never closed"),
     "an error while importing": (
@@ -241,7 +254,7 @@ BAD = {
 def test_a_bad_model_reference_is_one_line_and_leaves_no_run_folder(cli, tmp_path, nets, model, message):
     (tmp_path / "broken.py").write_text("import torch\n\ndef f(num_classes:\n    pass\n")
     (tmp_path / "fails.py").write_text("import torch\nx = undefined\n")
-    model, message = (text.format(tmp=tmp_path, nets=nets) for text in (model, message))
+    model, message = (text.format(tmp=tmp_path, nets=nets, line=BUILD_LINE) for text in (model, message))
     runs = tmp_path / "runs"
     result = cli("train", *FAST, f"model={model}", f"runs_dir={runs}")
     assert (result.code, result.err) == (2, f"vislab: error: {message}\n")

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from vislab.errors import VislabError, unknown_name
@@ -53,13 +54,20 @@ class ModelEntry:
         taken = self.parameters()
         fixed = {"num_classes": num_classes, "in_chans": in_chans, "image_size": image_size}
         given = {k: v for k, v in fixed.items() if k in taken or self.takes_any_keyword()}
-        if not self.builtin:
-            missing = [k for k in ("num_classes",) if k not in given]
-            if missing:
-                raise VislabError(
-                    f"model {self.name} must take num_classes (vislab passes num_classes, in_chans)"
-                )
-        return self.builder(**given, **options)
+        if self.builtin:
+            return self.builder(**given, **options)
+        if "num_classes" not in given:
+            raise VislabError(
+                f"model={self.name} must take num_classes (vislab passes num_classes, in_chans)"
+            )
+        try:
+            return self.builder(**given, **options)
+        except Exception as error:  # the user's code: where it failed, in one line
+            from vislab.plugins import describe_failure
+
+            if torch.empty(0).device.type == "meta":  # a shape-only build: the real one will tell
+                raise
+            raise VislabError(f"model={self.name} failed to build: {describe_failure(error)}") from None
 
 
 _MODELS: dict[str, ModelEntry] = {}

@@ -67,7 +67,7 @@ def resolve_model(spec) -> str:
     - `FILE.py:NAME` or `package.module:NAME`: the file or module is imported and NAME (a function or
       `nn.Module` class) registered under that text;
     - a function or `nn.Module` class: its registered name, else registered as `module:qualname` (a
-      notebook's or script's own under its `__qualname__`);
+      notebook's or script's own, or one defined inside a function, under its `__name__`);
     - an `nn.Module` instance: registered under its class's name, each build a copy of it (its current
       weights are where training starts; the instance itself is left untouched)."""
     if isinstance(spec, str):
@@ -161,14 +161,18 @@ def model_candidates(module: ModuleType) -> list[str]:
     return names
 
 
+def imported_code(reference: Reference) -> ModuleType | None:
+    """The module a reference points into, if the user has imported it (nothing is imported here)."""
+    if reference.is_file:
+        found = plugins.imported_file(reference.source)
+        return found[1] if found else None
+    return plugins.imported_module(reference.source)
+
+
 def entry_for_reference(text: str) -> ModelEntry:
     """A reference resolved against code the user has imported (never importing anything itself)."""
     reference = parse_reference(text)
-    if reference.is_file:
-        found = plugins.imported_file(reference.source)
-        module = found[1] if found else None
-    else:
-        module = plugins.imported_module(reference.source)
+    module = imported_code(reference)
     if module is None:
         raise VislabError(
             f"model={text} is code that vislab does not import by itself: pass --import {reference.source}"
@@ -184,14 +188,17 @@ def require_model_code(model: str, where) -> None:
     if model.startswith("timm:"):
         return
     reference = parse_reference(model)
-    try:
-        get_entry(model)
-    except VislabError:
-        if reference is not None:
+    if reference is not None:
+        if find_entry(model) is None and imported_code(reference) is None:
             raise VislabError(
                 f"{where} was trained with model={model}, which vislab does not import by itself: "
                 f"pass --import {reference.source}"
-            ) from None
+            )
+        get_entry(model)  # imported: a name it lacks is named with the ones it has
+        return
+    try:
+        get_entry(model)
+    except VislabError:
         raise VislabError(
             f"{where} was trained with model={model}, which is not registered here: pass --import with "
             "the file or module that registers it, install the plugin package that provides it, or "
