@@ -399,3 +399,14 @@ def test_an_unregistered_model_with_a_4d_output_segments(cli, tmp_path, nets, ca
     evaluated = cli("eval", tmp_path / "s", "--import", nets)
     assert evaluated.code == 0 and "mIoU" in evaluated.out, evaluated.err
     assert cli("export", tmp_path / "s", "--import", nets).code == 0
+
+
+def test_processes_started_from_the_web_ui_get_the_code_it_imported(nets, tmp_path, monkeypatch):
+    """The UI's training jobs (vislab train, --resume included) are processes of their own."""
+    package = tmp_path / "code" / "student_models"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    assert plugins.import_arguments() == []
+    plugins.import_all([str(nets), "student_models"])
+    assert plugins.import_arguments() == ["--import", str(nets), "--import", "student_models"]

@@ -21,6 +21,7 @@ MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 _FILES: dict[Path, tuple[str, ModuleType]] = {}  # resolved path -> (the path as given, its module)
 _MODULES: dict[str, ModuleType] = {}  # dotted name -> module, imported by the user's request
+_REQUESTED_MODULES: list[str] = []  # those of _MODULES the user named (not an installed plugin's)
 _entry_points_loaded = False
 
 
@@ -83,6 +84,7 @@ def import_module(name: str) -> ModuleType:
     except Exception as error:
         raise VislabError(f"importing {name} failed: {describe_failure(error)}") from None
     _MODULES[name] = module
+    _REQUESTED_MODULES.append(name)
     return module
 
 
@@ -112,12 +114,21 @@ def imported_module(name: str) -> ModuleType | None:
 
 def remember_module(module: ModuleType) -> None:
     """A module whose object the user handed to vislab in Python: references into it may resolve."""
-    _MODULES.setdefault(module.__name__, module)
+    if module.__name__ not in _MODULES:
+        _MODULES[module.__name__] = module
+        _REQUESTED_MODULES.append(module.__name__)
 
 
 def file_of_module(module_name: str) -> str | None:
     """The path as given of a user-imported file, from the private name its module got."""
     return next((given for given, module in _FILES.values() if module.__name__ == module_name), None)
+
+
+def import_arguments() -> list[str]:
+    """`--import` for everything this process imported at the user's request, in order: what a `vislab`
+    process started from here (the web UI's training jobs) needs to build the same models."""
+    specs = [given for given, _ in _FILES.values()] + _REQUESTED_MODULES
+    return [word for spec in specs for word in ("--import", spec)]
 
 
 def load_entry_points() -> None:
@@ -152,4 +163,5 @@ def reset() -> None:
     global _entry_points_loaded
     _FILES.clear()
     _MODULES.clear()
+    _REQUESTED_MODULES.clear()
     _entry_points_loaded = False

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vislab.errors import VislabError
+from vislab.plugins import import_arguments
 
 RUN_FOLDER_LINE = re.compile(r"^vislab: run folder (.+)$", re.MULTILINE)
 
@@ -112,7 +113,8 @@ class JobQueue:
     def start(self, job: Job) -> None:
         with open(job.log, "ab") as log:
             job.process = subprocess.Popen(
-                [sys.executable, "-m", "vislab", "train", *job.args],
+                # with the user's own model code the UI imported (--import, a reference typed in)
+                [sys.executable, "-m", "vislab", "train", *import_arguments(), *job.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
