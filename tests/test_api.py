@@ -178,6 +178,17 @@ def test_training_prints_a_line_per_epoch_when_stderr_is_not_a_terminal(tmp_path
     assert not any("\r" in line for line in lines)
 
 
+def test_a_model_registered_through_vislab_trains_by_name(tmp_path):
+    from torch import nn
+
+    @vislab.register_model("api_linear", input_size=8)
+    def api_linear(num_classes, in_chans):
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 64, num_classes))
+
+    run = vislab.train(data="digits", model="api_linear", epochs=1, runs_dir=tmp_path, **FAST)
+    assert run.config.model == "api_linear" and len(vislab.load(run).predict(np.zeros((8, 8), np.uint8))) == 1
+
+
 def test_import_vislab_loads_no_torch_and_train_stays_the_function():
     code = (
         "import sys, vislab; assert 'torch' not in sys.modules, 'torch imported'; "

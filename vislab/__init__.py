@@ -17,6 +17,7 @@ PUBLIC = {
     "Model": "vislab.api",
     "Predictions": "vislab.api",
     "Metrics": "vislab.api",
+    "register_model": "vislab.models",
     "VislabError": "vislab.errors",
 }
 __all__ = list(PUBLIC)
