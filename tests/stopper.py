@@ -1,7 +1,7 @@
 """Stop signals sent at a chosen point of vislab's code, so that tests of stopping do not depend on the
 machine's speed (no "wait 1 s, then send": on a fast machine the run is over by then).
 
-In a test: `send_at(monkeypatch, "vislab.train.summarize", signal.SIGTERM)` makes the next call of that
+In a test: `send_at(monkeypatch, "vislab.training.summarize", signal.SIGTERM)` makes the next call of that
 function send the signal to this process first. As a process of its own (signals to its whole process
 group, DataLoader workers included): `python tests/stopper.py SIGNAL TARGET N [--after] -- VISLAB_ARGS`
 runs `vislab VISLAB_ARGS` and sends SIGNAL (a name, or KILL) on the N-th call of TARGET, before the call,

@@ -189,10 +189,10 @@ def test_a_model_registered_through_vislab_trains_by_name(tmp_path):
     assert run.config.model == "api_linear" and len(vislab.load(run).predict(np.zeros((8, 8), np.uint8))) == 1
 
 
-def test_import_vislab_loads_no_torch_and_train_stays_the_function():
+def test_import_vislab_loads_no_torch_and_train_is_the_function():
     code = (
         "import sys, vislab; assert 'torch' not in sys.modules, 'torch imported'; "
-        "import vislab.train; assert callable(vislab.train), vislab.train"
+        "import vislab.training; assert callable(vislab.train), vislab.train"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

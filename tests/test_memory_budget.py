@@ -12,7 +12,7 @@ from vislab.data import load_dataset
 from vislab.errors import VislabError
 from vislab.memory import batch_warning, check_training_fits, kept_elements
 from vislab.tasks import get_task, load_config
-from vislab.train import train
+from vislab.training import train
 
 from conftest import QUIET
 

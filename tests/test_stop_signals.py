@@ -24,7 +24,7 @@ def last_line(result) -> str:
 
 @pytest.mark.parametrize(
     "target",
-    ["vislab.tasks.classification.module.load_dataset", "vislab.train.build_trainer"],
+    ["vislab.tasks.classification.module.load_dataset", "vislab.training.build_trainer"],
     ids=["while the data loads", "after the run folder was made"],
 )
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -54,7 +54,7 @@ def test_a_signal_during_the_sanity_check_of_a_resumed_run_keeps_it_resumable(cl
 
 
 def test_a_signal_after_the_last_step_writes_the_summary_then_stops(cli, tmp_path, monkeypatch):
-    send_at(monkeypatch, "vislab.train.summarize", signal.SIGUSR1)
+    send_at(monkeypatch, "vislab.training.summarize", signal.SIGUSR1)
     result = train(cli, tmp_path, "report=true")
     run = tmp_path / "run"
     assert result.code == 128 + signal.SIGUSR1

@@ -3,8 +3,6 @@ Lightning. The Python API (`vislab.api`) loads on first use, so that `import vis
 command start without importing torch."""
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
@@ -34,15 +32,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(PUBLIC))
 
-
-class Package(types.ModuleType):
-    """`vislab.train` stays the API's function: importing the submodule vislab/train.py (the trainer)
-    would otherwise put that module in its place on the package."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in PUBLIC and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = Package

@@ -49,7 +49,7 @@ def train_config(
     a dict for a section), then `overrides` (`"optim.lr=0.05"` strings). With `resume`, the run's own
     config with the keys and overrides applied."""
     from vislab.tasks import resolve_config
-    from vislab.train import resume_config
+    from vislab.training import resume_config
 
     words = [overrides] if isinstance(overrides, str) else list(overrides or [])
     updates = merge(plain(keys), parse_overrides(words))
@@ -95,7 +95,7 @@ def train(
     """Trains as `vislab train` does and returns the run. `config`: a recipe name, a YAML file or a
     `Config`; `keys`: config keys, a dict for a section (`optim={"lr": 0.05}`); `overrides`: dotted
     `key=value` strings; `resume`: a run folder to continue (its own config, with keys and overrides)."""
-    from vislab.train import train as train_run
+    from vislab.training import train as train_run
 
     resolved = train_config(config, overrides=overrides, resume=resume, **keys)
     return Run(train_run(resolved, resume=Path(resume) if resume is not None else None))

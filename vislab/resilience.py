@@ -34,7 +34,7 @@ class RunGuard(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         # From the first step to the summary, a stop signal is held: the run stops at a step boundary with
-        # a checkpoint, or, when it came after the last step, once summary.json is written (vislab.train).
+        # a checkpoint, or, when it came after the last step, once summary.json is written (vislab.training).
         STOP.reinstall()
         STOP.hold("saving a checkpoint")
         self.saved_at = time.monotonic()
@@ -80,7 +80,7 @@ class RunGuard(L.Callback):
 
     def stop_if_cut_short(self, trainer) -> None:
         """After training: a run that a signal stopped at an epoch's end before its last says so, like one
-        stopped mid-epoch. (A signal during the last epoch stops the run after its summary: vislab.train.)"""
+        stopped mid-epoch. (A signal in the last epoch stops the run after its summary: vislab.training.)"""
         if self.cut_short:
             raise self.stopped(f"the end of epoch {trainer.current_epoch - 1}")
 
