@@ -14,6 +14,7 @@ import importlib
 import os
 import signal
 import sys
+from pathlib import Path
 
 
 def resolve(target: str) -> tuple[object, str]:
@@ -55,6 +56,7 @@ def send_at(monkeypatch, target: str, signum: int, nth: int = 1, after: bool = F
 
 
 def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's vislab, as `-m` finds it
     split = argv.index("--")
     spec, vislab_args = argv[:split], argv[split + 1 :]
     name, target, nth = spec[0], spec[1], int(spec[2])
