@@ -16,17 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from vislab.checkpoint import Checkpoint, ModelMeta, load_checkpoint
 from vislab.config import Config, build_config, merge, parse_overrides, read_yaml
-from vislab.data.images import (
-    composite_on_white,
-    image_files,
-    read_image,
-    resize_center_crop,
-    to_tensor,
-)
+from vislab.data.images import image_files, read_any
 from vislab.errors import VislabError, unknown_name
 from vislab.export import Predictor, load_predictor
 from vislab.recipes import recipe_path
@@ -60,19 +54,30 @@ def train_config(
     if isinstance(config, Config):
         if not updates and config.task is not None:
             return config
-        return resolve_config(with_own_model(merge(config.model_dump(exclude_unset=True), updates)))
+        return resolve_config(with_own_code(merge(config.model_dump(exclude_unset=True), updates)))
     values = read_yaml(recipe_path(config)) if config is not None else {}
-    return resolve_config(with_own_model(merge(values, updates)))
+    return resolve_config(with_own_code(merge(values, updates)))
 
 
-def with_own_model(values: dict) -> dict:
+def with_own_code(values: dict) -> dict:
     """A new run's model as the user gave it (FILE.py:NAME, package.module:NAME, a function, a class, an
-    nn.Module) imported or registered, and named as config.yaml will hold it: the user asked for it."""
+    nn.Module) imported or registered, and its data when it is a Dataset object (or a (train, val) pair),
+    each named as config.yaml will hold it: the user asked for them."""
     from vislab.models import resolve_model
 
-    if values.get("model") is None:
-        return values
-    return values | {"model": resolve_model(values["model"])}
+    if values.get("model") is not None:
+        values = values | {"model": resolve_model(values["model"])}
+    if values.get("data") is not None:
+        values = values | {"data": data_name(values["data"])}
+    return values
+
+
+def data_name(data: Any) -> Any:
+    """`data=` as the config holds it: a Dataset object (or a (train, val) pair) registered for this
+    process under `python:NAME`, anything else as it is."""
+    from vislab.data.objects import is_dataset, register_python_dataset
+
+    return register_python_dataset(data) if is_dataset(data) else data
 
 
 def plain(values: Any) -> Any:
@@ -247,7 +252,7 @@ class Model:
 
     def evaluate(
         self,
-        data: str | None = None,
+        data: Any = None,
         split: str = "val",
         tta: bool = False,
         write: bool = False,
@@ -259,7 +264,7 @@ class Model:
         Writes nothing unless `write` (eval_<split>.json and confusion_<split>.csv, as `vislab eval`)."""
         from vislab.tasks import evaluate
 
-        words = [*([f"data={data}"] if data is not None else []), *(overrides or [])]
+        words = [*([f"data={data_name(data)}"] if data is not None else []), *(overrides or [])]
         _, result = evaluate(self.needs_checkpoint("evaluate"), split, words, tta, write)
         return Metrics(result)
 
@@ -295,37 +300,6 @@ def gather_images(images: Any) -> list[tuple[str, Any]]:
     if not named:
         raise VislabError("no images to predict")
     return named
-
-
-def as_pil(image: Any) -> Image.Image:
-    """A PIL image of an array (HxW or HxWxC, uint8) or a tensor (CxHxW, uint8 or float in 0..1)."""
-    if isinstance(image, Image.Image):
-        return image
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3:
-            raise VislabError(f"a tensor image must be CxHxW, got shape {tuple(image.shape)}")
-        if image.is_floating_point():
-            image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-        image = image.permute(1, 2, 0).cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise VislabError(
-            f"cannot predict on a {type(image).__name__}: give paths, PIL images, arrays or tensors"
-        )
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] > 4):
-        raise VislabError(f"an array image must be HxW or HxWxC uint8, got {image.dtype} {image.shape}")
-    return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
-
-
-def read_any(image: Any, channels: int, size: int | None) -> torch.Tensor:
-    """A CxHxW uint8 tensor read as training and `vislab predict` read files: upright, transparent pixels
-    on white, in the model's colour mode, resized and centre-cropped to `size` (None: as it is)."""
-    if isinstance(image, Path):
-        return read_image(image, channels, size)
-    picture = ImageOps.exif_transpose(as_pil(image))
-    if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
-        picture = composite_on_white(picture)
-    picture = picture.convert("L" if channels == 1 else "RGB")
-    return to_tensor(resize_center_crop(picture, size) if size else picture)
 
 
 THUMBNAILS = 32  # the predictions a notebook shows; the rest are kept as numbers only

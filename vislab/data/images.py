@@ -1,4 +1,5 @@
-"""Reading image files into uint8 tensors, with errors that name the file."""
+"""Reading images (files, and PIL images, arrays and tensors from Python) into uint8 tensors, with errors that
+name the file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,3 +220,34 @@ def normalise(images: torch.Tensor, mean: list[float], std: list[float]) -> torc
     """uint8 (N, C, H, W) images as float model input: scaled to 0..1, then standardised per channel."""
     mean_, std_ = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in (mean, std))
     return (images.float() / 255 - mean_) / std_
+
+
+def as_pil(image: Any) -> Image.Image:
+    """A PIL image of an array (HxW or HxWxC, uint8) or a tensor (CxHxW, uint8 or float in 0..1)."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3:
+            raise VislabError(f"a tensor image must be CxHxW, got shape {tuple(image.shape)}")
+        if image.is_floating_point():
+            image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+        image = image.permute(1, 2, 0).cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise VislabError(
+            f"cannot read an image from a {type(image).__name__}: give paths, PIL images, arrays or tensors"
+        )
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] > 4):
+        raise VislabError(f"an array image must be HxW or HxWxC uint8, got {image.dtype} {image.shape}")
+    return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
+def read_any(image: Any, channels: int, size: int | None) -> torch.Tensor:
+    """A CxHxW uint8 tensor read as training and `vislab predict` read files: upright, transparent pixels
+    on white, in the model's colour mode, resized and centre-cropped to `size` (None: as it is)."""
+    if isinstance(image, Path):
+        return read_image(image, channels, size)
+    picture = ImageOps.exif_transpose(as_pil(image))
+    if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
+        picture = composite_on_white(picture)
+    picture = picture.convert("L" if channels == 1 else "RGB")
+    return to_tensor(resize_center_crop(picture, size) if size else picture)

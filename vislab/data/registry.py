@@ -61,6 +61,10 @@ def registered_datasets() -> dict[str, DatasetEntry]:
 
 def get_dataset(name: str) -> DatasetEntry:
     """The entry for a dataset name; `folder:PATH` and `segfolder:PATH` map to the folder loaders."""
+    if name.startswith("python:"):  # a Dataset object handed to vislab.train in this process
+        from vislab.data.objects import python_dataset
+
+        return python_dataset(name)
     for prefix, entry in PREFIXES.items():
         if name.startswith(prefix):
             if prefix == CSV_PREFIX:
