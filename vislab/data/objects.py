@@ -65,7 +65,8 @@ def labelled(dataset: Sequence, what: str) -> list[tuple[Any, Any]]:
     for index in range(len(dataset)):
         item = dataset[index]
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            shown = f"a tuple of {len(item)}" if isinstance(item, (tuple, list)) else f"a {type(item).__name__}"
+            sequence = isinstance(item, (tuple, list))
+            shown = f"a {type(item).__name__} of {len(item)}" if sequence else f"a {type(item).__name__}"
             raise VislabError(f"{what}[{index}] is {shown}, not (image, label)")
         label = item[1].item() if isinstance(item[1], torch.Tensor) and item[1].numel() == 1 else item[1]
         if not isinstance(label, (int, str)) or isinstance(label, bool):
