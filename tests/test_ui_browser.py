@@ -170,11 +170,11 @@ def open_tab(page, name: str) -> None:
 
 
 def train_from_setup(page, settings: dict[str, object], run_name: str) -> None:
-    """Fills the form's fields ({config key: value}; each field's id is its key) and checks the data."""
-    for key, value in settings.items():
-        fill(page, key.replace("_", "-"), value)
-    fill(page, "run-name", run_name)
+    """Fills the form's fields ({config key: value}; each field's id is its key) one after the other, as a
+    person does, each seen in the command before the next is typed (filled all at once, a loaded machine
+    once showed a command that never took the later edits: a race for issue 24), and checks the data."""
     for key, value in [*settings.items(), ("name", run_name)]:
+        fill(page, "run-name" if key == "name" else key.replace("_", "-"), value)
         wait_for_text(page, "#command", rf"\b{key}={value}\b")
     page.locator("#check-data").click()
     wait_for_text(page, "#data-summary", r"classes")
