@@ -63,7 +63,9 @@ def label_issues(items: list[Item], num_classes: int) -> list[dict]:
     if len(np.unique(labels)) < num_classes:
         raise VislabError("label issues need images of every class")
     probabilities = out_of_fold_probabilities(backbone_features([items[i] for i in usable]), labels)
-    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab's default forks a multiprocessing pool, and a fork from a threaded process (the
+    # web UI's server, torch's thread pools) can deadlock in the child: the UI's audit hung for good.
+    ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)
     return [
         {
             "item": usable[i],
