@@ -9,6 +9,7 @@ from vislab.data import load_dataset
 from vislab.data.augment import BatchAugment, cutout, hue_shift, random_affine, random_crop_flip
 from vislab.data.module import ImageDataModule
 from vislab.data.randaugment import rand_augment
+from vislab.preprocess import Preprocess
 from vislab.tasks import load_config
 
 
@@ -68,10 +69,12 @@ def test_mixup_gives_soft_targets_that_sum_to_one():
     assert torch.allclose(targets.sum(1), torch.ones(16))
 
 
-def test_normalize_uses_the_given_statistics():
-    batch = BatchAugment(AugmentConfig(), [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], num_classes=2)
-    out = batch.normalize(torch.full((1, 3, 2, 2), 255, dtype=torch.uint8))
-    assert torch.allclose(out, torch.ones_like(out))
+def test_training_and_validation_standardise_with_the_given_statistics():
+    batch = BatchAugment(AugmentConfig(crop_padding=0, hflip=False), [0.5] * 3, [0.5] * 3, num_classes=2)
+    white = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    trained, _ = batch(white, torch.tensor([0]))
+    validated = Preprocess(3, 2, (0.5,) * 3, (0.5,) * 3).normalise(white)
+    assert torch.allclose(trained, torch.ones_like(trained)) and torch.equal(trained, validated)
 
 
 def test_fused_colour_ops_match_torchvision_image_by_image():

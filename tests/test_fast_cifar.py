@@ -5,7 +5,6 @@ import json
 
 import torch
 
-from vislab.data.images import normalise
 from vislab.models.airbench import Whitening
 from vislab.recipes import recipe_path
 from vislab.tasks import load_config, prepare
@@ -18,7 +17,7 @@ def test_the_whitening_layer_decorrelates_the_patches_it_was_initialised_on(cifa
     whitening = next(m for m in prepared.module.model.modules() if isinstance(m, Whitening))
     assert not whitening.weight.requires_grad and whitening.bias.requires_grad
     train = prepared.datamodule.splits.train.images[:1000]
-    images = normalise(train, prepared.config.mean, prepared.config.std)
+    images = prepared.module.preprocess.normalise(train)
     out = torch.nn.functional.conv2d(images, whitening.weight[:12].float())  # the 12 eigen-directions
     flat = out.transpose(0, 1).flatten(1)
     moments = flat @ flat.T / flat.shape[1]  # uncentred, as the layer's patch statistics

@@ -20,7 +20,7 @@ from PIL import Image
 
 from vislab.checkpoint import Checkpoint, ModelMeta, load_checkpoint
 from vislab.config import Config, build_config, merge, parse_overrides, read_yaml
-from vislab.data.images import image_files, read_any
+from vislab.data.images import decode_any, image_files
 from vislab.errors import VislabError, unknown_name
 from vislab.export import Predictor, load_predictor
 from vislab.recipes import recipe_path
@@ -314,7 +314,7 @@ def classify_images(
     probabilities, thumbnails = [], []
     for start in range(0, len(named), batch_size):
         chunk = named[start : start + batch_size]
-        batch = torch.stack([read_any(image, meta.channels, meta.image_size) for _, image in chunk])
+        batch = torch.stack([meta.preprocess.read(image) for _, image in chunk])
         thumbnails += list(batch[: max(0, THUMBNAILS - start)])
         probabilities.append(class_probabilities(predictor, batch))
     k = max(1, min(topk, len(meta.classes)))
@@ -328,7 +328,7 @@ def segment_images(predictor: Predictor, named: list[tuple[str, Any]]) -> Predic
 
     masks, thumbnails = [], []
     for index, (_, image) in enumerate(named):
-        picture = read_any(image, 3, None)
+        picture = decode_any(image, 3)
         masks.append(predict_labels(predictor, predictor.meta, picture))
         if index < THUMBNAILS:
             thumbnails.append(picture)

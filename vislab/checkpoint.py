@@ -19,9 +19,11 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from vislab.data.segmentation import STRIDE
 from vislab.errors import VislabError
 from vislab.files import replacing
 from vislab.models import create_model, require_model_code
+from vislab.preprocess import Preprocess
 from vislab.runs import run_dir_of
 
 
@@ -59,9 +61,26 @@ class ModelMeta:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def preprocess(self) -> Preprocess:
+        """How an image becomes this model's input, in training's validation and everywhere after it."""
+        dense = self.task == "segmentation"
+        return Preprocess(
+            self.channels,
+            self.image_size,
+            tuple(self.mean),
+            tuple(self.std),
+            crop=not dense,
+            stride=STRIDE if dense else 1,
+        )
+
     def preprocessing(self) -> dict:
-        """What an exported model needs to be used without vislab's model code."""
-        return {key: getattr(self, key) for key in self.PREPROCESSING}
+        """What an exported model needs to be used without vislab's model code; `preprocess` spells the
+        input's preparation out for other programs."""
+        return {
+            **{key: getattr(self, key) for key in self.PREPROCESSING},
+            "preprocess": self.preprocess.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, values: Any, source: Path | str) -> ModelMeta:

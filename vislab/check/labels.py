@@ -5,6 +5,8 @@ regression, cross-validated, gives every image out-of-fold class probabilities; 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from cleanlab.filter import find_label_issues
@@ -14,9 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from vislab.check.inventory import Item
-from vislab.data.builtin import resize_all
-from vislab.data.images import normalise, read_image
 from vislab.errors import VislabError
+from vislab.preprocess import Preprocess
 
 BACKBONE = "tf_efficientnet_lite0"  # the architecture the packaged TensorFlow weights were trained with
 FEATURE_SIZE = 128  # pixels: small images are upsampled to where ImageNet features mean something
@@ -29,20 +30,19 @@ def backbone_features(items: list[Item], batch_size: int = 64) -> np.ndarray:
 
     model = pretrained_backbone(BACKBONE, 3).eval()
     weights = PACKAGED_WEIGHTS[BACKBONE]
+    preprocess = Preprocess(3, FEATURE_SIZE, weights.mean, weights.std)
     features = []
     with torch.inference_mode():
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            images = torch.stack([item_tensor(item) for item in chunk])
-            features.append(model(normalise(images, list(weights.mean), list(weights.std))))
+            images = torch.stack([preprocess.read(item_image(item)) for item in chunk])
+            features.append(model(preprocess.normalise(images)))
     return torch.cat(features).numpy()
 
 
-def item_tensor(item: Item) -> torch.Tensor:
-    if item.path is not None:
-        return read_image(item.path, 3, FEATURE_SIZE)
-    image = torch.from_numpy(item.image).permute(2, 0, 1)
-    return resize_all(image.expand(3, -1, -1)[None], FEATURE_SIZE)[0]
+def item_image(item: Item) -> Path | np.ndarray:
+    """An item's file, or its pixels for a built-in dataset held in memory."""
+    return item.path if item.path is not None else item.image
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:

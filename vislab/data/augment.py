@@ -9,6 +9,7 @@ from torch import nn
 
 from vislab.config import AugmentConfig
 from vislab.data.randaugment import rand_augment
+from vislab.preprocess import standardise
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
@@ -120,12 +121,9 @@ class BatchAugment(nn.Module):
         mean: list[float],
         std: list[float],
         num_classes: int,
-        per_image_in_workers: bool = False,
     ):
         super().__init__()
         self.augment = augment
-        # Streamed datasets crop, flip and RandAugment each image in DataLoader workers; in-memory ones here.
-        self.on_device = not per_image_in_workers
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         mixers = []
@@ -135,25 +133,22 @@ class BatchAugment(nn.Module):
             mixers.append(T.CutMix(alpha=augment.cutmix, num_classes=num_classes))
         self.mix = T.RandomChoice(mixers) if mixers else None
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255 - self.mean) / self.std
-
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
         """The augmentations that change pixels alone, uint8 in, floats in [0, 1] out: what training
         normalises, and what `vislab augment` writes to disk."""
         aug = self.augment
         random_flip = aug.hflip is True  # alternating flips come with the batch (`AlternatingFlips`)
-        if self.on_device and (aug.crop_padding or random_flip) and not aug.crop_scale:
+        if (aug.crop_padding or random_flip) and not aug.crop_scale:
             images = random_crop_flip(images, aug.crop_padding, random_flip)
-        if self.on_device and (aug.crop_scale or aug.rotation):
+        if aug.crop_scale or aug.rotation:
             flip = random_flip and bool(aug.crop_scale)  # else the padded crop above has flipped already
             images = random_affine(images, aug.crop_scale or 1.0, aug.rotation, flip)
         images = images.float() / 255
         if aug.color_jitter:
             images = color_jitter(images, aug.color_jitter)
-        if self.on_device and aug.hue:
+        if aug.hue:
             images = hue_shift(images, aug.hue)
-        if self.on_device and aug.randaugment_n:
+        if aug.randaugment_n:
             images = rand_augment(images, aug.randaugment_n, aug.randaugment_m)
         if aug.cutout:  # filled with the mean colour: zero once normalised
             images = cutout(images, aug.cutout, self.mean)
@@ -162,7 +157,7 @@ class BatchAugment(nn.Module):
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training-time path: returns normalised images and targets (class indices, or soft labels
         when MixUp/CutMix are on)."""
-        images = (self.pixels(images) - self.mean) / self.std
+        images = standardise(self.pixels(images), self.mean, self.std)
         if self.mix is not None:
             images, labels = self.mix(images, labels)
         return images, labels

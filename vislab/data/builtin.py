@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from vislab.data.images import fit
 from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest, register_dataset
 from vislab.data.splits import Split, Splits, stratified_split
 from vislab.errors import VislabError
@@ -14,25 +14,6 @@ from vislab.memory import hold_in_memory
 
 # Digits are 8x8: a one-pixel shift is a real variation, a mirror image is a different glyph.
 DIGITS_AUGMENT = dict(PHOTO_AUGMENT, crop_padding=1, hflip=False)
-
-
-def resize_all(images: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Resizes a uint8 batch to size x size (for models that need a larger input), a chunk at a time so
-    that the float copies stay small beside the uint8 result."""
-    if size is None or images.shape[-1] == size:
-        return images
-    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
-    chunk = max(1, 2**26 // (images.shape[1] * size * size))  # about 256 MB of float32 at a time
-    for start in range(0, len(images), chunk):
-        resized = F.interpolate(
-            images[start : start + chunk].float(),
-            size=(size, size),
-            mode="bilinear",
-            antialias=True,
-            align_corners=False,
-        )
-        out[start : start + chunk] = resized.round_().clamp_(0, 255)
-    return out
 
 
 def check_resized_fits(count: int, channels: int, native: int, size: int | None) -> None:
@@ -48,7 +29,7 @@ def load_digits(request: LoadRequest) -> Splits:
     digits = sklearn_digits()
     images = torch.from_numpy(digits.images).mul(255 / 16).round().to(torch.uint8).unsqueeze(1)
     check_resized_fits(len(images), 1, images.shape[-1], request.image_size)
-    everything = Split(torch.from_numpy(digits.target).long(), resize_all(images, request.image_size))
+    everything = Split(torch.from_numpy(digits.target).long(), fit(images, request.image_size))
     train, val = stratified_split(everything, request.val_fraction)
     return Splits([str(d) for d in range(10)], 1, train.images.shape[-1], train, val)
 
@@ -71,7 +52,7 @@ def load_cifar(request: LoadRequest, hundred: bool) -> Splits:
 
     def to_split(dataset) -> Split:
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
-        return Split(torch.tensor(dataset.targets, dtype=torch.long), resize_all(images, request.image_size))
+        return Split(torch.tensor(dataset.targets, dtype=torch.long), fit(images, request.image_size))
 
     check_resized_fits(len(train_set) + len(test_set), 3, 32, request.image_size)
     train, val = stratified_split(to_split(train_set), request.val_fraction)

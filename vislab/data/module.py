@@ -8,11 +8,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torchvision.transforms.v2 as T
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vislab.config import AugmentConfig
-from vislab.data.images import open_image, resize_center_crop, to_tensor
+from vislab.data.images import read_image
 from vislab.data.splits import Split, Splits
 
 
@@ -153,7 +152,7 @@ def seeded_loader(
     sampler = None
     if train or world > 1 or not in_memory:
         position = (lambda: training_position(trainer, batch_size)) if train else (lambda: (0, 0))
-        keyed = not in_memory or dataset.keyed  # in memory: a TensorPairs, keyed when it alternates flips
+        keyed = not in_memory or getattr(dataset, "keyed", False)  # TensorPairs: when it alternates flips
         sampler = ResumableSampler(dataset, world, rank, train, seed, keyed, position, weights)
     workers = 0 if in_memory else workers
     return DeferredLoader(
@@ -165,59 +164,27 @@ def seeded_loader(
         persistent_workers=workers > 0,
         worker_init_fn=ignore_stop_signals if workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
-        collate_fn=keep_batch if in_memory else None,
+        collate_fn=keep_batch if isinstance(dataset, TensorPairs) else None,
     )
 
 
 class ImageFiles(Dataset):
-    """A streamed split: each worker decodes its own images and, in training, transforms them. Evaluation
-    resizes and centre-crops exactly as `read_image` does for in-memory data, predict and export."""
+    """A streamed split: each worker decodes its own images at the training size (`read_image`, the same
+    `fit` as in-memory data), mirrored by `flips`; every other augmentation happens on the batch, as for
+    in-memory data, so a dataset that outgrows memory trains on the same inputs."""
 
-    def __init__(
-        self,
-        files: list[Path],
-        labels: torch.Tensor,
-        channels: int,
-        size: int,
-        transform: T.Transform | None,
-        seed: int = 0,
-        flips: AlternatingFlips | None = None,
-    ):
-        self.files, self.labels, self.channels = files, labels, channels
-        self.size, self.transform, self.seed, self.flips = size, transform, seed, flips
+    def __init__(self, files: list[Path], labels: torch.Tensor, channels: int, size: int, flips=None):
+        self.files, self.labels, self.channels, self.size, self.flips = files, labels, channels, size, flips
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key  # from ResumableSampler
-        image = open_image(self.files[index], self.channels)
-        if self.transform is None:
-            return to_tensor(resize_center_crop(image, self.size)), self.labels[index]
-        torch.manual_seed(position_seed(self.seed, epoch, index))  # a worker process's own generator
-        image = self.transform(to_tensor(image))
+        image = read_image(self.files[index], self.channels, self.size)
         if self.flips is not None and self.flips(epoch, torch.tensor(index)):
             image = image.flip(-1)
         return image, self.labels[index]
-
-
-STREAMED_CROP_SCALE = 0.35  # streamed files come at their own sizes: they are always crop-resized
-
-
-def stream_transform(size: int, augment: AugmentConfig) -> T.Transform:
-    """Per-image training transforms for streamed data: random resized crop, flip, rotation, hue and
-    RandAugment (colour jitter, Cutout and MixUp run on the batch, as for in-memory data)."""
-    scale = (augment.crop_scale or STREAMED_CROP_SCALE, 1.0)
-    steps = [T.RandomResizedCrop(size, scale=scale, antialias=True)]
-    if augment.hflip is True:  # alternating flips: `ImageFiles`
-        steps.append(T.RandomHorizontalFlip())
-    if augment.rotation:
-        steps.append(T.RandomRotation(augment.rotation))
-    if augment.hue:
-        steps.append(T.ColorJitter(hue=augment.hue))
-    if augment.randaugment_n:
-        steps.append(T.RandAugment(augment.randaugment_n, augment.randaugment_m))
-    return T.Compose(steps)
 
 
 def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -245,9 +212,7 @@ class ImageDataModule(L.LightningDataModule):
         flips = AlternatingFlips(len(split), self.seed) if alternate else None
         if split.in_memory:
             return TensorPairs(split.images, split.labels, flips)
-        size = self.splits.image_size
-        transform = stream_transform(size, self.augment) if train else None
-        return ImageFiles(split.files, split.labels, self.splits.channels, size, transform, self.seed, flips)
+        return ImageFiles(split.files, split.labels, self.splits.channels, self.splits.image_size, flips)
 
     def loader(self, split: Split, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)

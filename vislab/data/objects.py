@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from vislab.data.images import read_any
+from vislab.data.images import decode_any, fit
 from vislab.data.registry import PHOTO_AUGMENT, DatasetEntry, LoadRequest
 from vislab.data.splits import Split, Splits, stratified_split
 from vislab.errors import VislabError
@@ -100,7 +100,7 @@ def to_split(items: list[tuple[Any, Any]], classes: list[str], size: int, what: 
         else:
             raise VislabError(f"{what}[{position}] has the label {label!r}, not one of its classes")
         try:
-            images.append(read_any(image, 3, size))
+            images.append(fit(decode_any(image, 3), size))
         except VislabError as error:
             raise VislabError(f"{what}[{position}]: {error}") from None
     return Split(torch.tensor(targets), torch.stack(images), None)

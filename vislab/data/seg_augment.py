@@ -11,6 +11,7 @@ from torch import nn
 
 from vislab.data.augment import color_jitter
 from vislab.data.segmentation import whole_crop
+from vislab.preprocess import standardise
 
 
 def crop_grid(
@@ -66,9 +67,6 @@ class SegmentationAugment(nn.Module):
         self.ignore_index, self.crop_size = ignore_index, crop_size
         self.scale_range, self.hflip, self.jitter = scale_range, hflip, jitter
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255 - self.mean) / self.std
-
     def forward(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = tuple(images.shape[-2:])
         whole = tuple(whole_crop(side) for side in size)
@@ -77,7 +75,7 @@ class SegmentationAugment(nn.Module):
         if self.jitter:
             floats = color_jitter(floats, self.jitter)
         # Normalised first, so grid_sample's zero padding is the mean colour, as in padded validation.
-        normalised = (floats - self.mean) / self.std
+        normalised = standardise(floats, self.mean, self.std)
         grid = crop_grid(len(images), size, out, self.scale_range, self.hflip, images.device)
         crops = F.grid_sample(normalised, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         # Labels shifted by one so that zero padding marks pixels outside the image: they become ignored.

@@ -1,7 +1,9 @@
 """The segmentation DataModule. In-memory splits serve uint8 image/mask batches that the task augments on
 the device (`seg_augment.py`); streamed ones are decoded by DataLoader workers and transformed jointly with
 torchvision transforms v2 (masks are `tv_tensors.Mask`, resized with nearest neighbour and padded with the
-ignore index). Validation sees whole images, their shorter side at `image_size`, in both."""
+ignore index). Validation sees whole images, their shorter side at `image_size`, one at a time where their
+sizes differ (batched with others, an image's prediction would depend on its neighbours' padding), and
+scores them against their masks at the images' own sizes: exactly what `vislab eval` does."""
 
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ class SegmentationFiles(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key  # from ResumableSampler
-        image, mask = read_pair(self.split.image_files[index], self.split.mask_files[index], self.size)
+        files = self.split.image_files[index], self.split.mask_files[index]
+        image, mask = read_pair(*files, self.size, whole_mask=self.transform is None)
         mask = mask.long()
         if self.transform is None:
             return image, mask
@@ -55,7 +58,23 @@ def train_transform(config: Config) -> T.Transform:
     return T.Compose(steps)
 
 
+class WholePairs(Dataset):
+    """A validation split held in memory: whole images and their masks (`SegSplit.pairs`)."""
+
+    def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        image, mask = self.pairs[index]
+        return image, mask.long()
+
+
 def same_size(split: SegSplit) -> bool:
+    if split.pairs is not None:
+        return len({(image.shape, mask.shape) for image, mask in split.pairs}) == 1
     sizes = set()
     for path in split.image_files:
         with opened(path) as image:
@@ -70,14 +89,15 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def loader(self, split: SegSplit, train: bool) -> DataLoader:
         config = self.config
-        if split.in_memory:
+        if train and split.in_memory:
             dataset = TensorPairs(split.images, split.masks)
-            batch = config.batch_size
+        elif split.in_memory:
+            dataset = WholePairs(split.pairs)
         else:
             transform = train_transform(config) if train else None
             dataset = SegmentationFiles(split, config.image_size, transform, config.seed)
-            # Whole validation images of different sizes cannot share a batch.
-            batch = config.batch_size if train or same_size(split) else 1
+        # Whole validation images of different sizes cannot share a batch.
+        batch = config.batch_size if train or same_size(split) else 1
         return seeded_loader(
             dataset, batch, train, self.trainer, config.seed, config.num_workers, split.in_memory
         )

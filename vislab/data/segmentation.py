@@ -13,14 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from vislab.data.images import (
-    IMAGE_EXTENSIONS,
-    open_image,
-    opened,
-    resize_shorter,
-    to_tensor,
-    upright_size,
-)
+from vislab.data.images import IMAGE_EXTENSIONS, fit, open_image, opened, resize_mask, to_tensor, upright_size
 from vislab.data.registry import SEGFOLDER_PREFIX, DatasetEntry, LoadRequest, register_dataset
 from vislab.errors import VislabError
 from vislab.memory import hold_in_memory
@@ -59,17 +52,20 @@ VOC_IGNORE = 255
 class SegSplit:
     image_files: list[Path]
     mask_files: list[Path]
-    # In memory: uint8 (N, 3, H, W) images and (N, H, W) masks at the training size, padded to one size
-    # (images with 0, masks with the ignore index); None when streamed from the files.
+    # Training in memory: uint8 (N, 3, H, W) images and (N, H, W) masks at the training size, padded to
+    # one size (images with 0, masks with the ignore index); None when streamed from the files.
     images: torch.Tensor | None = None
     masks: torch.Tensor | None = None
+    # Validation in memory: each image at the training size and its mask at the image's own size, as
+    # `vislab eval` scores them; None when streamed.
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.image_files)
 
     @property
     def in_memory(self) -> bool:
-        return self.images is not None
+        return self.images is not None or self.pairs is not None
 
 
 @dataclass
@@ -165,16 +161,23 @@ def whole_crop(side: int) -> int:
 
 
 def read_pair(
-    image_file: Path, mask_file: Path, size: int, check: tuple[int, int] | None = None
+    image_file: Path,
+    mask_file: Path,
+    size: int,
+    check: tuple[int, int] | None = None,
+    whole_mask: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """An image and its mask as uint8 (3, H, W) and int32 (H, W) tensors, the shorter side at `size`;
-    with `check` = (number of classes, ignore index), the mask is checked against its image first."""
+    """An image and its mask as uint8 (3, H, W) and int32 (H, W) tensors, the image's shorter side at
+    `size` (`Preprocess.fit`), the mask at the image's size, or with `whole_mask` at its own (validation
+    scores the prediction there, as `vislab eval` does); with `check` = (number of classes, ignore index),
+    the mask is checked against its image first."""
     image = open_image(image_file, 3)
     mask = read_mask(mask_file)
     if check is not None:
         check_mask(mask, mask_file, image_file, image.size, *check)
-    image = resize_shorter(to_tensor(image), size)
-    return image, resize_shorter(torch.from_numpy(mask.astype(np.int32)), size, labels=True)
+    image = fit(to_tensor(image), size, crop=False)
+    mask = torch.from_numpy(mask.astype(np.int32))
+    return image, mask if whole_mask else resize_mask(mask, image.shape[-2:])
 
 
 def stack_padded(tensors: list[torch.Tensor], fill: int) -> torch.Tensor:
@@ -187,14 +190,21 @@ def stack_padded(tensors: list[torch.Tensor], fill: int) -> torch.Tensor:
     return out
 
 
-def into_memory(split: SegSplit, size: int, num_classes: int, ignore_index: int) -> SegSplit:
-    """The split decoded and checked once, at the training size (threads: PIL releases the GIL)."""
+def into_memory(split: SegSplit, size: int, num_classes: int, ignore_index: int, train: bool) -> SegSplit:
+    """The split decoded and checked once, at the training size (threads: PIL releases the GIL): stacked
+    for training, whole pairs for validation (`read_pair`'s `whole_mask`)."""
     check = (num_classes, ignore_index)
+    mask_type = torch.uint8 if ignore_index <= 255 else torch.int32
     with ThreadPoolExecutor(max_workers=8) as pool:
         pairs = list(
-            pool.map(lambda pair: read_pair(*pair, size, check), zip(split.image_files, split.mask_files))
+            pool.map(
+                lambda pair: read_pair(*pair, size, check, whole_mask=not train),
+                zip(split.image_files, split.mask_files),
+            )
         )
-    mask_type = torch.uint8 if ignore_index <= 255 else torch.int32
+    if not train:
+        pairs = [(image, mask.to(mask_type)) for image, mask in pairs]
+        return SegSplit(split.image_files, split.mask_files, pairs=pairs)
     images = stack_padded([image for image, _ in pairs], 0)
     masks = stack_padded([mask.to(mask_type) for _, mask in pairs], ignore_index)
     return SegSplit(split.image_files, split.mask_files, images, masks)
@@ -215,7 +225,8 @@ def finish(splits: SegSplits, request: LoadRequest) -> SegSplits:
     for name in ("train", "val"):
         part = getattr(splits, name)
         if in_memory:
-            setattr(splits, name, into_memory(part, size, len(splits.classes), splits.ignore_index))
+            held = into_memory(part, size, len(splits.classes), splits.ignore_index, train=name == "train")
+            setattr(splits, name, held)
         elif not request.skip_bad_images:  # only `vislab check` asks for this: it checks every pair itself
             check_split(part, len(splits.classes), splits.ignore_index)
     splits.image_size = size

@@ -140,6 +140,7 @@ class TaskModule(L.LightningModule):
     def __init__(self, model: nn.Module, config: Config, meta: ModelMeta):
         super().__init__()
         self.model, self.config, self.meta = model, config, meta
+        self.preprocess = meta.preprocess  # how validation reads its images
         self.train_loss = MeanMetric()
         self.resumed_lr: float | None = None  # the learning rate the checkpoint resumed from was trained at
         self.resumed_plan: dict | None = None  # the schedule's plan in the checkpoint resumed from

@@ -14,7 +14,7 @@ from torch import nn
 from vislab.checkpoint import Checkpoint, load_checkpoint
 from vislab.config import Config
 from vislab.data import load_dataset
-from vislab.data.images import normalise, read_image
+from vislab.data.images import read_image
 from vislab.export import Predictor
 from vislab.memory import batch_warning
 from vislab.reports.cam import grad_cam, overlay
@@ -64,11 +64,11 @@ def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
     for file in files:
         row = predict(predictor, file, topk)[0]
         top = {t["class"]: t["prob"] for t in row["top"]}
-        image = read_image(file, meta.channels, meta.image_size)
+        image = meta.preprocess.read(file)
         pictures = [(as_picture(image), f"{Path(file).name}: {row['top'][0]['class']}")]
         if isinstance(predictor.run, nn.Module):  # an ONNX file has no gradients to explain with
             best = meta.classes.index(row["top"][0]["class"])
-            heatmap = grad_cam(predictor.run, normalise(image[None], meta.mean, meta.std), [best])
+            heatmap = grad_cam(predictor.run, meta.preprocess.normalise(image[None]), [best])
             if heatmap is not None:
                 cam = overlay(image.permute(1, 2, 0).numpy(), heatmap[0])
                 pictures.append((cam, f"Grad-CAM: {row['top'][0]['class']}"))

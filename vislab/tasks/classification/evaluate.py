@@ -19,7 +19,6 @@ from torchmetrics.classification import (
 from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.config import Config
 from vislab.data import load_dataset
-from vislab.data.images import normalise, read_image
 from vislab.data.module import ImageDataModule
 from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
@@ -59,11 +58,10 @@ class EvalData:
         """uint8 images of the split at the model's input size, exactly as evaluation sees them."""
         if self.split.in_memory:
             return self.split.images[indices]
-        meta = self.meta
-        return torch.stack([read_image(self.split.files[i], meta.channels, meta.image_size) for i in indices])
+        return torch.stack([self.meta.preprocess.read(self.split.files[i]) for i in indices])
 
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
-        return normalise(images, self.meta.mean, self.meta.std)
+        return self.meta.preprocess.normalise(images)
 
 
 def load_eval_data(

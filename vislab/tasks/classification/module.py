@@ -12,12 +12,12 @@ from vislab.checkpoint import ModelMeta
 from vislab.config import Config
 from vislab.data import load_dataset, stats_sample, with_augment_defaults, with_normalisation
 from vislab.data.augment import BatchAugment
-from vislab.data.images import normalise
 from vislab.data.module import ImageDataModule
 from vislab.data.splits import Splits
 from vislab.memory import check_training_fits, warn_about_batch
 from vislab.models import model_input_size, needs_exact_input_size
 from vislab.models.timm_models import timm_data_config
+from vislab.preprocess import Preprocess
 from vislab.tasks.base import Prepared, TaskModule, build_model
 
 
@@ -56,7 +56,7 @@ class ClassificationModule(TaskModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
-        logits = self.model(self.model_inputs(self.batch_augment.normalize(images)))
+        logits = self.model(self.model_inputs(self.preprocess.normalise(images)))
         self.val_top1(logits, labels)
         self.val_top5(logits, labels)
         self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, prog_bar=True, sync_dist=True)
@@ -97,12 +97,12 @@ def resolve_defaults(config: Config, splits: Splits) -> Config:
     return with_normalisation(config, stats_sample(splits) if needs_stats else None, splits.channels)
 
 
-def init_from_data(model: nn.Module, splits: Splits, config: Config, most: int = 5000) -> None:
+def init_from_data(model: nn.Module, splits: Splits, preprocess: Preprocess, most: int = 5000) -> None:
     """Layers initialised from the training images (airbench's whitening) get up to `most` of them,
     normalised. A resumed run computes the same, then loads its checkpoint's weights over it."""
     layers = [layer for layer in model.modules() if hasattr(layer, "init_from_data")]
     if layers:
-        images = normalise(stats_sample(splits)[:most], config.mean, config.std)
+        images = preprocess.normalise(stats_sample(splits)[:most])
         for layer in layers:
             layer.init_from_data(images)
 
@@ -114,7 +114,6 @@ def prepare_classification(config: Config) -> Prepared:
     check_training_fits(config, num_classes, splits.channels, splits.image_size, len(splits.train))
     config = resolve_defaults(config, splits)
     model, config = build_model(config, num_classes, splits.channels, splits.image_size)
-    init_from_data(model, splits, config)
     finetune = config.finetune
     meta = ModelMeta(
         "classification",
@@ -129,9 +128,8 @@ def prepare_classification(config: Config) -> Prepared:
         finetune.head_dropout,
         config=config.model_dump(mode="json"),
     )
-    augment = BatchAugment(
-        config.augment, config.mean, config.std, num_classes, per_image_in_workers=not splits.train.in_memory
-    )
+    init_from_data(model, splits, meta.preprocess)
+    augment = BatchAugment(config.augment, config.mean, config.std, num_classes)
     balanced = config.sampler == "balanced"
     datamodule = ImageDataModule(
         splits, config.batch_size, config.num_workers, config.seed, config.augment, balanced

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from vislab.data.images import image_files, normalise, read_image
+from vislab.data.images import image_files
 from vislab.errors import VislabError
 from vislab.export import Predictor
 from vislab.files import write_atomically
@@ -19,10 +19,9 @@ OUTPUT_FORMATS = (".csv", ".json")
 
 
 def class_probabilities(predictor: Predictor, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities for a batch of uint8 images at the model's input size (`read_image`'s)."""
-    meta = predictor.meta
+    """Class probabilities for a batch of uint8 images read by the model's `Preprocess`."""
     with torch.inference_mode():
-        return predictor(normalise(images, meta.mean, meta.std)).float().softmax(1)
+        return predictor(predictor.meta.preprocess.normalise(images)).float().softmax(1)
 
 
 def predict(predictor: Predictor, target: str | Path, topk: int = 5, batch_size: int = 64) -> list[dict]:
@@ -33,7 +32,7 @@ def predict(predictor: Predictor, target: str | Path, topk: int = 5, batch_size:
     rows = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
-        images = torch.stack([read_image(f, meta.channels, meta.image_size) for f in chunk])
+        images = torch.stack([meta.preprocess.read(f) for f in chunk])
         top = class_probabilities(predictor, images).topk(k, dim=1)
         for file, p, i in zip(chunk, top.values.tolist(), top.indices.tolist()):
             rows.append(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MetricCollection
@@ -15,10 +14,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from vislab.checkpoint import ModelMeta
 from vislab.config import Config
 from vislab.data import load_dataset, with_augment_defaults, with_normalisation
-from vislab.data.images import read_image
+from vislab.data.images import read_image, resize_mask
 from vislab.data.seg_augment import SegmentationAugment
 from vislab.data.seg_module import SegmentationDataModule
-from vislab.data.segmentation import STRIDE, SegSplits, colour_mask, read_mask, whole_crop
+from vislab.data.segmentation import SegSplits, colour_mask, read_mask, whole_crop
 from vislab.memory import check_training_fits, warn_about_batch
 from vislab.tasks.base import Prepared, TaskModule, build_model
 from vislab.tasks.segmentation.losses import class_weights, segmentation_loss
@@ -33,15 +32,6 @@ def segmentation_metrics(num_classes: int, ignore_index: int) -> MetricCollectio
             "mean_acc": MulticlassAccuracy(average="macro", **kwargs),
         }
     )
-
-
-def padded_logits(model, inputs: torch.Tensor) -> torch.Tensor:
-    """Logits for whole images of any size: padded to the stride (with zeros, the mean colour once
-    normalised), predicted, cropped back. `model` is a network or an exported model's runner."""
-    height, width = inputs.shape[-2:]
-    pad_h, pad_w = -height % STRIDE, -width % STRIDE
-    logits = model(F.pad(inputs, (0, pad_w, 0, pad_h)))
-    return logits[..., :height, :width]
 
 
 class SegmentationModule(TaskModule):
@@ -60,8 +50,8 @@ class SegmentationModule(TaskModule):
         self.val_metrics = segmentation_metrics(len(meta.classes), meta.ignore_index)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images of any size to logits."""
-        return padded_logits(self.model, self.model_inputs(self.augment.normalize(images)))
+        """uint8 images of any size (fitted, `Preprocess.fit`) to logits."""
+        return self.preprocess.logits(self.model, self.model_inputs(self.preprocess.normalise(images)))
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         seg = self.config.segmentation
@@ -73,17 +63,20 @@ class SegmentationModule(TaskModule):
         if self.augment_on_device:
             inputs, masks = self.augment(images, masks)
         else:  # streamed crops, augmented per image by the DataLoader workers
-            inputs, masks = self.augment.normalize(images), masks.long()
+            inputs, masks = self.preprocess.normalise(images), masks.long()
         loss = self.loss(self.model(self.model_inputs(inputs)), masks)
         self.log_train_loss(loss, len(images))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
+        """Scores whole images against their masks at the images' own sizes, as `vislab eval` does."""
         images, masks = batch
         masks = masks.long()
-        logits = self(images)
-        if batch_idx == 0:  # a few predictions for TensorBoard
-            self.examples = (images[:4].cpu(), masks[:4].cpu(), logits[:4].argmax(1).cpu())
+        fitted = self(images)
+        logits = self.preprocess.restore(fitted, masks.shape[-2:])
+        if batch_idx == 0:  # a few predictions for TensorBoard, at the model's input size
+            truth = resize_mask(masks[:4], images.shape[-2:])
+            self.examples = (images[:4].cpu(), truth.cpu(), fitted[:4].argmax(1).cpu())
         self.val_metrics.update(logits, masks)
         self.log("val_loss", self.loss(logits, masks), on_epoch=True, prog_bar=True, sync_dist=True)
 
@@ -111,7 +104,7 @@ class SegmentationModule(TaskModule):
 def train_masks(splits: SegSplits) -> list[torch.Tensor]:
     if splits.train.in_memory:
         return list(splits.train.masks)
-    return [torch.from_numpy(read_mask(m)) for m in splits.train.mask_files]
+    return [torch.from_numpy(read_mask(m).copy()) for m in splits.train.mask_files]
 
 
 def prepare_segmentation(config: Config) -> Prepared:

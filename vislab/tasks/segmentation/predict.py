@@ -7,35 +7,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.data import load_dataset
-from vislab.data.images import image_files, normalise, open_image, resize_shorter, to_tensor
+from vislab.data.images import image_files, open_image, to_tensor
 from vislab.data.segmentation import STRIDE, SegSplit, colour_mask, overlay, read_mask
 from vislab.errors import VislabError
 from vislab.export import Predictor
 from vislab.files import replacing
 from vislab.runs import run_dir_of
 from vislab.tasks.base import eval_config, with_tta
-from vislab.tasks.segmentation.module import padded_logits, segmentation_metrics
+from vislab.tasks.segmentation.module import segmentation_metrics
 from vislab.tta import TestTimeAugment
 
 
 def model_input(image: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
-    """A uint8 (3, H, W) image as the model sees it in validation: shorter side at `image_size`,
-    normalised."""
-    return normalise(resize_shorter(image, meta.image_size)[None], meta.mean, meta.std)
+    """A uint8 (3, H, W) image as the model sees it in validation: fitted, normalised, (1, 3, h, w)."""
+    preprocess = meta.preprocess
+    return preprocess.normalise(preprocess.fit(image)[None])
 
 
 def predict_labels(model, meta: ModelMeta, image: torch.Tensor) -> np.ndarray:
-    """Class indices at the image's own size."""
-    height, width = image.shape[-2:]
+    """Class indices at the image's own size, scored as training's validation scores them."""
     with torch.inference_mode():
-        logits = padded_logits(model, model_input(image, meta))
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        logits = meta.preprocess.logits(model, model_input(image, meta))
+        logits = meta.preprocess.restore(logits, image.shape[-2:])
     return logits.argmax(1)[0].numpy().astype(np.uint8)
 
 
