@@ -130,7 +130,7 @@ def test_a_signal_during_an_export_leaves_no_file(cli, trained, monkeypatch):
 
 
 def test_a_signal_during_predict_writes_no_table(cli, trained, tmp_path, cifar_jpgs, monkeypatch):
-    send_at(monkeypatch, "vislab.tasks.classification.predict.write_atomically", signal.SIGTERM)
+    send_at(monkeypatch, "vislab.predictions.write_atomically", signal.SIGTERM)
     out = tmp_path / "preds.csv"
     result = cli("predict", trained, cifar_jpgs / "test" / "cat", "--out", out)
     assert result.code == 143 and "vislab predict wrote nothing" in last_line(result)

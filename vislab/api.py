@@ -3,12 +3,10 @@ The `vislab` command is a thin layer over these names; they go through the same 
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,17 +14,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from vislab.checkpoint import Checkpoint, ModelMeta, load_checkpoint
 from vislab.config import Config, build_config, merge, parse_overrides, read_yaml
-from vislab.data.images import decode_any, image_files
 from vislab.errors import VislabError, unknown_name
 from vislab.export import Predictor, load_predictor
+from vislab.predictions import Predictions, predict
 from vislab.recipes import recipe_path
 from vislab.reports.document import ReportOptions
+from vislab.reports.notebook import figure_html, html_table
 from vislab.runs import read_metrics
-from vislab.tta import TestTimeAugment
 
 # ---------------------------------------------------------------------------------------------- training
 
@@ -242,13 +239,7 @@ class Model:
         """Predictions for images: a path, a folder (every image under it, sorted), a PIL image, an HxWxC
         (or HxW) uint8 array, a CxHxW tensor, or a list of these. Files are read as `vislab predict`
         reads them; `tta` averages over flipped (and shifted) views."""
-        predictor = self.predictor
-        if tta:
-            predictor = replace(predictor, run=TestTimeAugment.for_model(predictor.run, self.meta))
-        named = gather_images(images)
-        if self.task == "segmentation":
-            return segment_images(predictor, named)
-        return classify_images(predictor, named, topk, batch_size)
+        return predict(self.predictor, images, topk, tta, batch_size)
 
     def evaluate(
         self,
@@ -282,138 +273,7 @@ class Model:
         return self.checkpoint
 
 
-# ---------------------------------------------------------------------------------------------- images
-
-
-def gather_images(images: Any) -> list[tuple[str, Any]]:
-    """(name, image) pairs: files found under paths and folders, in-memory images named by position."""
-    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:  # a batch
-        images = list(images)
-    if isinstance(images, (str, Path, Image.Image, np.ndarray, torch.Tensor)):
-        images = [images]
-    named = []
-    for index, image in enumerate(images):
-        if isinstance(image, (str, Path)):
-            named += [(str(file), file) for file in image_files(Path(image))]
-        else:
-            named.append((getattr(image, "filename", "") or f"image {index}", image))
-    if not named:
-        raise VislabError("no images to predict")
-    return named
-
-
-THUMBNAILS = 32  # the predictions a notebook shows; the rest are kept as numbers only
-
-
-def classify_images(
-    predictor: Predictor, named: list[tuple[str, Any]], topk: int, batch_size: int
-) -> Predictions:
-    from vislab.tasks.classification.predict import class_probabilities
-
-    meta = predictor.meta
-    probabilities, thumbnails = [], []
-    for start in range(0, len(named), batch_size):
-        chunk = named[start : start + batch_size]
-        batch = torch.stack([meta.preprocess.read(image) for _, image in chunk])
-        thumbnails += list(batch[: max(0, THUMBNAILS - start)])
-        probabilities.append(class_probabilities(predictor, batch))
-    k = max(1, min(topk, len(meta.classes)))
-    return Predictions(
-        meta.task, meta.classes, [n for n, _ in named], torch.cat(probabilities).numpy(), None, k, thumbnails
-    )
-
-
-def segment_images(predictor: Predictor, named: list[tuple[str, Any]]) -> Predictions:
-    from vislab.tasks.segmentation.predict import predict_labels
-
-    masks, thumbnails = [], []
-    for index, (_, image) in enumerate(named):
-        picture = decode_any(image, 3)
-        masks.append(predict_labels(predictor, predictor.meta, picture))
-        if index < THUMBNAILS:
-            thumbnails.append(picture)
-    meta = predictor.meta
-    return Predictions(
-        meta.task, meta.classes, [n for n, _ in named], None, masks, 1, thumbnails, meta.palette
-    )
-
-
 # ------------------------------------------------------------------------------------------------ results
-
-
-@dataclass
-class Predictions:
-    """A model's predictions for some images: `names`, top-1 `labels`, `probabilities` (N x classes) for
-    classifiers, `masks` (HxW class indices at each image's own size) for segmentation."""
-
-    task: str
-    classes: list[str]
-    names: list[str]
-    probabilities: np.ndarray | None
-    masks: list[np.ndarray] | None
-    topk: int
-    thumbnails: list[torch.Tensor]  # the first images as the model saw them (uint8 CxHxW), for display
-    palette: list[list[int]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{n}: {label}" for n, label in zip(self.names[:3], self.labels[:3]))
-        return f"Predictions({len(self)} images; {shown}{', ...' if len(self) > 3 else ''})"
-
-    @property
-    def labels(self) -> list[str]:
-        """Each image's class (segmentation: the class covering most of it)."""
-        if self.masks is not None:
-            counts = [np.bincount(m.ravel(), minlength=len(self.classes)) for m in self.masks]
-            return [self.classes[int(c.argmax())] for c in counts]
-        return [self.classes[i] for i in self.probabilities.argmax(1)]
-
-    @property
-    def top(self) -> list[list[tuple[str, float]]]:
-        """Each image's `topk` classes with their probabilities, most likely first."""
-        if self.probabilities is None:
-            return [[(label, 1.0)] for label in self.labels]
-        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, : self.topk]
-        return [[(self.classes[c], float(p[c])) for c in row] for row, p in zip(order, self.probabilities)]
-
-    def to_pandas(self) -> pd.DataFrame:
-        """Classification: file, class1, prob1, ... (the columns of `vislab predict --out preds.csv`);
-        segmentation: file, label and the fraction of pixels of each class."""
-        if self.masks is not None:
-            fractions = [np.bincount(m.ravel(), minlength=len(self.classes)) / m.size for m in self.masks]
-            table = pd.DataFrame(fractions, columns=self.classes)
-            table.insert(0, "label", self.labels)
-        else:
-            table = pd.DataFrame(
-                [
-                    {f"{kind}{n}": v for n, t in enumerate(row, 1) for kind, v in zip(("class", "prob"), t)}
-                    for row in self.top
-                ]
-            )
-        table.insert(0, "file", self.names)
-        return table
-
-    def _repr_html_(self) -> str:
-        cells = []
-        for index, image in enumerate(self.thumbnails):
-            picture = image.permute(1, 2, 0).numpy()
-            if self.masks is not None:
-                from vislab.data.segmentation import colour_mask, overlay
-
-                picture = overlay(picture, colour_mask(self.masks[index], self.palette))
-            if self.masks is None:
-                caption = " ".join(f"{c} {p:.2f}" for c, p in self.top[index][:2])
-            else:
-                caption = f"mostly {self.labels[index]}"
-            cells.append(
-                f"<figure style='display:inline-block;margin:4px;text-align:center'>{image_html(picture)}"
-                f"<figcaption style='font-size:small'>{html.escape(Path(self.names[index]).name)}<br>"
-                f"<b>{html.escape(caption)}</b></figcaption></figure>"
-            )
-        more = len(self) - len(self.thumbnails)
-        return "".join(cells) + (f"<p>... and {more} more (see .to_pandas())</p>" if more > 0 else "")
 
 
 class Metrics(dict):
@@ -445,38 +305,3 @@ class Metrics(dict):
 
         figure = confusion_matrices(np.asarray(self["confusion_matrix"]), self["classes"])
         return f"<p>{html.escape(str(self))}</p>{figure_html(figure, width=900)}"
-
-
-# ---------------------------------------------------------------------------------------- HTML helpers
-
-
-def html_table(values: dict) -> str:
-    rows = "".join(
-        f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
-        f"<td>{html.escape(f'{v:.4f}' if isinstance(v, float) else str(v))}</td></tr>"
-        for k, v in values.items()
-    )
-    return f"<table>{rows}</table>"
-
-
-def png_html(data: bytes, style: str) -> str:
-    return f"<img src='data:image/png;base64,{base64.b64encode(data).decode()}' style='{style}'>"
-
-
-def figure_html(figure, width: int) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=70)
-    return png_html(buffer.getvalue(), f"max-width:{width}px")
-
-
-def image_html(picture: np.ndarray, side: int = 96) -> str:
-    """A small image: a large one shrunk (photos, segmentation overlays), a small one scaled up without
-    blurring (8x8 digits stay readable)."""
-    image = Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
-    style = f"width:{side}px;image-rendering:pixelated"
-    if max(image.size) > 2 * side:
-        image.thumbnail((2 * side, 2 * side))
-        style = f"width:{image.width}px"
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return png_html(buffer.getvalue(), style)

@@ -145,10 +145,20 @@ def run_eval(args) -> None:
 
 
 def run_predict(args) -> None:
-    from vislab.tasks import predict
+    from vislab import api
+    from vislab.predictions import check_output
+    from vislab.runs import run_dir_of
 
-    for line in predict(args.run, args.target, args.out, args.topk, args.tta):
-        print(line)
+    model = api.load(args.run)
+    check_output(model.task, args.out)
+    predictions = model.predict(args.target, topk=args.topk, tta=args.tta)
+    if model.task == "segmentation":
+        folder = predictions.save(args.out or run_dir_of(model.path) / "predictions")
+        print(f"wrote label, colour and overlay masks to {folder}")
+        return
+    if args.out is not None:
+        predictions.save(args.out)
+    print("\n".join(predictions.lines()))
 
 
 def run_report(args) -> None:

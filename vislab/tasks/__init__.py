@@ -4,7 +4,6 @@ run follows from its data and its model; `task=` only confirms it."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from vislab.checkpoint import Checkpoint, load_checkpoint
 from vislab.config import Config, build_config, flatten, merge, parse_overrides, read_yaml
 from vislab.data import dataset_task
 from vislab.errors import VislabError, unknown_name
-from vislab.export import FORMATS, export_model, load_predictor
+from vislab.export import FORMATS, export_model
 from vislab.files import replacing
 from vislab.models import model_task, resolve_model
 from vislab.reports.compare import compare_runs, load_runs
@@ -21,7 +20,6 @@ from vislab.runs import write_eval
 from vislab.tasks.base import Prepared, Task
 from vislab.tasks.classification import CLASSIFICATION
 from vislab.tasks.segmentation import SEGMENTATION
-from vislab.tta import TestTimeAugment
 
 TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, SEGMENTATION)}
 
@@ -134,17 +132,6 @@ def describe_tta(result: dict) -> str:
     )
 
 
-def predict(
-    source: str | Path, target: str | Path, out: Path | None = None, topk: int = 5, tta: bool = False
-) -> list[str]:
-    """Predictions for an image or a folder from a run, a checkpoint or an exported ONNX file (with `tta`,
-    averaged over test-time augmented views)."""
-    predictor = load_predictor(source)
-    if tta:
-        predictor = replace(predictor, run=TestTimeAugment.for_model(predictor.run, predictor.meta))
-    return get_task(predictor.meta.task).predict(predictor, Path(target), out, topk)
-
-
 def report(run_dir: str | Path, options: ReportOptions | None = None) -> Path:
     """Writes a run's report (report.html, report.md, PNGs) into RUN/report/ and returns report.html. The
     report is written beside it and takes the old one's place only once whole."""
@@ -176,4 +163,4 @@ def compare(paths: list[str | Path], out: Path | None = None):
     return compare_runs(runs, task.scores, task.monitor, out)
 
 
-__all__ = ["TASKS", "get_task", "load_config", "resolve_config", "evaluate", "predict", "report", "export"]
+__all__ = ["TASKS", "get_task", "load_config", "resolve_config", "evaluate", "report", "export"]

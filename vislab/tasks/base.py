@@ -68,7 +68,6 @@ class Task:
     prepare: Callable[[Config], Prepared]
     evaluate: Callable[[Checkpoint, str, list[str], bool], dict]  # (checkpoint, split, overrides, tta)
     describe_eval: Callable[[dict], str]  # the one line `vislab eval` prints
-    predict: Callable[[Any, Path, Path | None, int], list[str]]  # (predictor, target, out, topk) -> lines
     # (checkpoint of a finished run, ReportOptions, the folder to write) -> report.html
     report: Callable[[Checkpoint, Any, Path], Path]
     export_inputs: Callable[[Checkpoint, int], torch.Tensor]  # real images as model input, for checks

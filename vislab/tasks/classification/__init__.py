@@ -4,7 +4,6 @@ from vislab.tasks.base import Task
 from vislab.tasks.classification.display import confusion_images, preview, show
 from vislab.tasks.classification.evaluate import describe_eval, evaluate, export_inputs
 from vislab.tasks.classification.module import prepare_classification
-from vislab.tasks.classification.predict import predict_command
 from vislab.tasks.classification.report import build_report
 
 CLASSIFICATION = Task(
@@ -33,7 +32,6 @@ CLASSIFICATION = Task(
     prepare=prepare_classification,
     evaluate=evaluate,
     describe_eval=describe_eval,
-    predict=predict_command,
     report=build_report,
     export_inputs=export_inputs,
     any_input_size=False,

@@ -17,10 +17,10 @@ from vislab.data import load_dataset
 from vislab.data.images import read_image
 from vislab.export import Predictor
 from vislab.memory import batch_warning
+from vislab.predictions import predict
 from vislab.reports.cam import grad_cam, overlay
 from vislab.tasks.base import Preview, Shown
 from vislab.tasks.classification.evaluate import collect_outputs, load_eval_data
-from vislab.tasks.classification.predict import predict
 
 
 def as_picture(image: torch.Tensor) -> np.ndarray:
@@ -62,23 +62,18 @@ def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
     meta = predictor.meta
     shown = []
     for file in files:
-        row = predict(predictor, file, topk)[0]
-        top = {t["class"]: t["prob"] for t in row["top"]}
-        image = meta.preprocess.read(file)
-        pictures = [(as_picture(image), f"{Path(file).name}: {row['top'][0]['class']}")]
+        predicted = predict(predictor, file, topk)
+        (top,), label = predicted.top, predicted.labels[0]
+        image = predicted.thumbnails[0]  # as the model saw it
+        pictures = [(as_picture(image), f"{Path(file).name}: {label}")]
         if isinstance(predictor.run, nn.Module):  # an ONNX file has no gradients to explain with
-            best = meta.classes.index(row["top"][0]["class"])
+            best = meta.classes.index(label)
             heatmap = grad_cam(predictor.run, meta.preprocess.normalise(image[None]), [best])
             if heatmap is not None:
                 cam = overlay(image.permute(1, 2, 0).numpy(), heatmap[0])
-                pictures.append((cam, f"Grad-CAM: {row['top'][0]['class']}"))
-        csv_row = {"file": Path(file).name}
-        csv_row |= {
-            f"{kind}{n}": v
-            for n, t in enumerate(row["top"], 1)
-            for kind, v in (("class", t["class"]), ("prob", round(t["prob"], 6)))
-        }
-        shown.append(Shown(Path(file).name, top, pictures, csv_row))
+                pictures.append((cam, f"Grad-CAM: {label}"))
+        csv_row = predicted.to_pandas().round(6).iloc[0].to_dict() | {"file": Path(file).name}
+        shown.append(Shown(Path(file).name, dict(top), pictures, csv_row))
     return shown
 
 

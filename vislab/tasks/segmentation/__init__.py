@@ -3,7 +3,7 @@
 from vislab.tasks.base import Task
 from vislab.tasks.segmentation.display import confusion_images, preview, show
 from vislab.tasks.segmentation.module import prepare_segmentation
-from vislab.tasks.segmentation.predict import describe_eval, evaluate, export_inputs, predict_command
+from vislab.tasks.segmentation.predict import describe_eval, evaluate, export_inputs
 from vislab.tasks.segmentation.report import build_report
 
 ONLY_CLASSIFICATION = "it applies to classification only"
@@ -52,7 +52,6 @@ SEGMENTATION = Task(
     prepare=prepare_segmentation,
     evaluate=evaluate,
     describe_eval=describe_eval,
-    predict=predict_command,
     report=build_report,
     export_inputs=export_inputs,
     any_input_size=True,

@@ -15,8 +15,9 @@ from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import colour_mask, overlay, read_mask
 from vislab.export import Predictor
 from vislab.memory import batch_warning
+from vislab.predictions import predict
 from vislab.tasks.base import Preview, Shown
-from vislab.tasks.segmentation.predict import load_eval_split, predict_labels, segment_file
+from vislab.tasks.segmentation.predict import load_eval_split, predict_labels
 
 
 def preview(config: Config, count: int = 8) -> Preview:
@@ -42,7 +43,7 @@ def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
     classes = predictor.meta.classes
     shown = []
     for file in files:
-        labels, colours, laid_over = segment_file(predictor, Path(file))
+        labels, colours, laid_over = predict(predictor, file).drawn(0)
         shares = np.bincount(labels.ravel(), minlength=len(classes))[: len(classes)] / labels.size
         name = Path(file).name
         pictures = [(laid_over, f"{name}: overlay"), (colours, f"{name}: mask")]

@@ -3,21 +3,15 @@ split (`vislab eval`), and the real images an export is checked on."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-from PIL import Image
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassJaccardIndex
 
 from vislab.checkpoint import Checkpoint, ModelMeta
 from vislab.data import load_dataset
-from vislab.data.images import image_files, open_image, to_tensor
-from vislab.data.segmentation import STRIDE, SegSplit, colour_mask, overlay, read_mask
+from vislab.data.images import open_image, to_tensor
+from vislab.data.segmentation import STRIDE, SegSplit, read_mask
 from vislab.errors import VislabError
-from vislab.export import Predictor
-from vislab.files import replacing
-from vislab.runs import run_dir_of
 from vislab.tasks.base import eval_config, with_tta
 from vislab.tasks.segmentation.module import segmentation_metrics
 from vislab.tta import TestTimeAugment
@@ -35,29 +29,6 @@ def predict_labels(model, meta: ModelMeta, image: torch.Tensor) -> np.ndarray:
         logits = meta.preprocess.logits(model, model_input(image, meta))
         logits = meta.preprocess.restore(logits, image.shape[-2:])
     return logits.argmax(1)[0].numpy().astype(np.uint8)
-
-
-def segment_file(predictor: Predictor, file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An image's class indices (H, W), its colour mask and the mask over the image (H, W, 3)."""
-    image = to_tensor(open_image(file, 3))
-    labels = predict_labels(predictor, predictor.meta, image)
-    colours = colour_mask(labels, predictor.meta.palette)
-    return labels, colours, overlay(image.permute(1, 2, 0).numpy(), colours)
-
-
-def segment(predictor: Predictor, target: str | Path, out: Path | None = None) -> Path:
-    """Writes <stem>_labels.png (class indices), <stem>_colour.png and <stem>_overlay.png per image."""
-    out = out or run_dir_of(predictor.path) / "predictions"
-    out.mkdir(parents=True, exist_ok=True)
-    for file in image_files(Path(target)):
-        for kind, array in zip(("labels", "colour", "overlay"), segment_file(predictor, file)):
-            with replacing(out / f"{file.stem}_{kind}.png") as written:
-                Image.fromarray(array).save(written)
-    return out
-
-
-def predict_command(predictor: Predictor, target: Path, out: Path | None, topk: int) -> list[str]:
-    return [f"wrote label, colour and overlay masks to {segment(predictor, target, out)}"]
 
 
 def load_eval_split(checkpoint: Checkpoint, split: str, overrides: list[str] | None = None):
