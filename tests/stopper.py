@@ -5,7 +5,8 @@ In a test: `send_at(monkeypatch, "vislab.training.summarize", signal.SIGTERM)` m
 function send the signal to this process first. As a process of its own (signals to its whole process
 group, DataLoader workers included): `python tests/stopper.py SIGNAL TARGET N [--after] -- VISLAB_ARGS`
 runs `vislab VISLAB_ARGS` and sends SIGNAL (a name, or KILL) on the N-th call of TARGET, before the call,
-or once it has returned with --after."""
+or once it has returned with --after. Under torchrun, `--rank R` sends it to rank R's process alone (the
+other ranks run unchanged): a signal that reaches one rank of a job."""
 
 from __future__ import annotations
 
@@ -61,9 +62,14 @@ def main(argv: list[str]) -> int:
     spec, vislab_args = argv[:split], argv[split + 1 :]
     name, target, nth = spec[0], spec[1], int(spec[2])
     signum = signal.SIGKILL if name == "KILL" else signal.Signals[name]
-    owner, attribute = resolve(target)
-    send = functools.partial(os.killpg, os.getpgrp(), signum)
-    setattr(owner, attribute, signalling(getattr(owner, attribute), send, nth, "--after" in spec))
+    only = spec[spec.index("--rank") + 1] if "--rank" in spec else None
+    if only is None or os.environ.get("RANK") == only:
+        owner, attribute = resolve(target)
+        if only is None:
+            send = functools.partial(os.killpg, os.getpgrp(), signum)
+        else:
+            send = functools.partial(os.kill, os.getpid(), signum)
+        setattr(owner, attribute, signalling(getattr(owner, attribute), send, nth, "--after" in spec))
     from vislab.cli import main as vislab_main
 
     return vislab_main(vislab_args)

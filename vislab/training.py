@@ -18,6 +18,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from vislab.checkpoint import AtomicCheckpointIO, load_checkpoint
 from vislab.config import Config, merge, read_yaml, save_config
+from vislab.distributed import RUN_DIR_ENV, agree, is_rank_zero, open_group
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
 from vislab.files import remove, write_json
 from vislab.models import count_parameters, require_model_code, run_label
@@ -27,8 +28,6 @@ from vislab.runs import EpochLog, create_run_dir, environment, summarize
 from vislab.stopping import STOP
 from vislab.tasks import get_task, report, resolve_config
 from vislab.tasks.finetune import BackboneFreeze, FreezeEncoderAfter
-
-RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how DDP worker processes find the folder that rank 0 created
 
 
 class ProgressBar(TQDMProgressBar):
@@ -146,11 +145,6 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog, guard: Run
     )
 
 
-def is_worker_process() -> bool:
-    """True in the extra processes Lightning launches for DDP: they join rank 0's run folder."""
-    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
-
-
 def resume_config(run_dir: Path, overrides: dict) -> Config:
     """The saved config of a run to resume, with overrides applied, once its last checkpoint checks out."""
     if not run_dir.is_dir():
@@ -169,8 +163,9 @@ def resume_config(run_dir: Path, overrides: dict) -> Config:
 
 
 def open_run_dir(config: Config, skipped: list[Path]) -> Path:
-    """Creates the run folder with its config.yaml, or, in a DDP worker process, joins rank 0's."""
-    if is_worker_process():
+    """Creates the run folder with its config.yaml, or, in a rank Lightning's launcher started, joins rank
+    0's (torchrun and srun: `vislab.distributed.agree`)."""
+    if not is_rank_zero():
         return Path(os.environ[RUN_DIR_ENV])
     run_dir = create_run_dir(config.runs_dir, config.name, config.data, run_label(config.model))
     os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -207,18 +202,23 @@ def fit(config: Config, resume: Path | None) -> tuple[Path, bool]:
     L.seed_everything(config.seed, workers=True, verbose=False)
     if config.task is None:  # a Config built in Python rather than by load_config
         config = resolve_config(config.model_dump(exclude_unset=True))
-    created = resume is None and not is_worker_process()
+    created = resume is None and is_rank_zero()
     run_dir, last = resume, None
     try:
+        launched = open_group(config)  # torchrun, srun: every rank runs this from the start
         task = get_task(config.task)
         prepared = task.prepare(config)
         config = prepared.config
-        run_dir = resume if resume is not None else open_run_dir(config, prepared.skipped)
-        if resume is not None and not is_worker_process():
+        make = lambda: open_run_dir(config, prepared.skipped)  # noqa: E731
+        if launched:
+            run_dir = agree(config, make, resume)
+        else:
+            run_dir = resume if resume is not None else make()
+        if resume is not None and is_rank_zero():
             save_config(config, run_dir / "config.yaml")  # with the overrides it was resumed with
             for stale in (run_dir / "checkpoints").glob(".*.tmp*"):  # a process killed while saving
                 remove(stale)
-        if not is_worker_process():  # where to look while it trains (the web UI reads this line too)
+        if is_rank_zero():  # where to look while it trains (the web UI reads this line too)
             print(f"vislab: run folder {run_dir}", file=sys.stderr)
         epoch_log = EpochLog(run_dir / "metrics.csv", task.metric_columns)
         guard = RunGuard(run_dir, config.checkpoint_every_min)
@@ -278,6 +278,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")  # Lightning's own call
     # A resumed run writes into its own checkpoint folder, and its sampler resumes mid-epoch by itself.
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")

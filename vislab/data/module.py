@@ -83,8 +83,16 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self):
         epoch, done = self.position()
         self.set_epoch(epoch)
-        indices = (self.weighted() if self.weights is not None else list(super().__iter__()))[done:]
+        if not self.shuffle:  # evaluation: each sample once, on one rank (no padding with repeats)
+            indices = list(range(self.rank, len(self.dataset), self.num_replicas))
+        else:
+            indices = (self.weighted() if self.weights is not None else list(super().__iter__()))[done:]
         return iter([(epoch, i) for i in indices] if self.keyed else indices)
+
+    def __len__(self) -> int:
+        if not self.shuffle:
+            return len(range(self.rank, len(self.dataset), self.num_replicas))
+        return super().__len__()
 
     def weighted(self) -> list[int]:
         """An epoch of indices drawn with replacement in proportion to `weights` (class-balanced

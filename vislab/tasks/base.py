@@ -141,6 +141,8 @@ class TaskModule(L.LightningModule):
         self.model, self.config, self.meta = model, config, meta
         self.preprocess = meta.preprocess  # how validation reads its images
         self.train_loss = MeanMetric()
+        # Weighted by images and summed over ranks: the same value whatever the number of processes.
+        self.val_loss = MeanMetric()
         self.resumed_lr: float | None = None  # the learning rate the checkpoint resumed from was trained at
         self.resumed_plan: dict | None = None  # the schedule's plan in the checkpoint resumed from
 

@@ -59,7 +59,8 @@ class ClassificationModule(TaskModule):
         logits = self.model(self.model_inputs(self.preprocess.normalise(images)))
         self.val_top1(logits, labels)
         self.val_top5(logits, labels)
-        self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("val_loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log("val_top1", self.val_top1, on_epoch=True, prog_bar=True)
         self.log("val_top5", self.val_top5, on_epoch=True)
 

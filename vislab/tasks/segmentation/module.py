@@ -78,7 +78,8 @@ class SegmentationModule(TaskModule):
             truth = resize_mask(masks[:4], images.shape[-2:])
             self.examples = (images[:4].cpu(), truth.cpu(), fitted[:4].argmax(1).cpu())
         self.val_metrics.update(logits, masks)
-        self.log("val_loss", self.loss(logits, masks), on_epoch=True, prog_bar=True, sync_dist=True)
+        self.val_loss.update(self.loss(logits, masks), weight=len(images))
+        self.log("val_loss", self.val_loss, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
