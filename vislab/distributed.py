@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
 from vislab.config import Config
 from vislab.errors import VislabError
@@ -27,8 +28,6 @@ RUN_DIR_ENV = "VISLAB_RUN_DIR"  # how the ranks Lightning's launcher starts find
 
 def external_environment():
     """The cluster environment of a launcher that starts every rank itself (torchrun, srun), else None."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
-
     if TorchElasticEnvironment.detect():
         return TorchElasticEnvironment()
     if SLURMEnvironment.detect():
@@ -65,7 +64,11 @@ def open_group(config: Config) -> bool:
     environment = external_environment()
     if environment is None or environment.world_size() == 1:
         return False
-    world = environment.world_size()
+    world, expected = environment.world_size(), expected_world_size(config)
+    mismatch = expected is not None and expected != world
+    if mismatch and not isinstance(environment, TorchElasticEnvironment):
+        # Slurm's count may name processes that were never started (sbatch without srun): no rendezvous.
+        stop(mismatch_line(world, config), rank=environment.global_rank())
     if not dist.is_initialized():
         cuda = config.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         if cuda:
@@ -73,13 +76,17 @@ def open_group(config: Config) -> bool:
         os.environ["MASTER_ADDR"] = environment.main_address
         os.environ["MASTER_PORT"] = str(environment.main_port)
         dist.init_process_group("nccl" if cuda else "gloo", rank=environment.global_rank(), world_size=world)
-    expected = expected_world_size(config)
-    if expected is not None and expected != world:
-        stop(
-            f"the launcher started {world} processes, but trainer.devices x trainer.num_nodes is "
-            f"{config.trainer.devices} x {config.trainer.num_nodes} = {expected}: make them match"
-        )
+    if mismatch:  # torchrun's processes all exist: rank 0 says it before any of them leaves
+        stop(mismatch_line(world, config))
     return True
+
+
+def mismatch_line(world: int, config: Config) -> str:
+    trainer = config.trainer
+    return (
+        f"the launcher started {world} processes, but trainer.devices x trainer.num_nodes is "
+        f"{trainer.devices} x {trainer.num_nodes} = {expected_world_size(config)}: make them match"
+    )
 
 
 def agree(config: Config, make_run_dir, resume: Path | None) -> Path:
@@ -127,14 +134,16 @@ def disagreement(run_dir: Path, seen: list[tuple[str, bool, dict]]) -> str | Non
     return None
 
 
-def stop(message: str):
-    """A problem every rank knows of: one line from rank 0 (VislabError), exit code 2 everywhere. The
-    other ranks wait until rank 0 has ended the job (their barrier fails when it exits, or the launcher
-    stops them), so that the line is written before any rank leaves."""
-    if dist.get_rank() == 0:
+def stop(message: str, rank: int | None = None):
+    """A problem every rank knows of: one line from rank 0 (VislabError), exit code 2 everywhere. With the
+    process group open, the other ranks wait until rank 0 has ended the job (their barrier fails when it
+    exits, or the launcher stops them), so that the line is written before any rank leaves."""
+    rank = dist.get_rank() if rank is None else rank
+    if rank == 0:
         raise VislabError(message)
-    try:
-        dist.barrier()
-    except Exception:  # rank 0 is gone: its connection closed
-        pass
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        except Exception:  # rank 0 is gone: its connection closed
+            pass
     sys.exit(2)

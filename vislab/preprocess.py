@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vislab.data.images import decode_any, fit, resize_mask
+from vislab.data.images import decode_any, fit
 
 
 def standardise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -45,10 +45,6 @@ class Preprocess:
     def fit(self, image: torch.Tensor) -> torch.Tensor:
         """A uint8 (..., C, H, W) image resized (and cropped) as the model takes it."""
         return fit(image, self.size, self.crop)
-
-    def fit_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """An (H, W) label mask at the size `fit` gives its image."""
-        return resize_mask(mask, self.fit(mask[None, None]).shape[-2:])
 
     def read(self, image: Any) -> torch.Tensor:
         """A path, PIL image, array or tensor as the uint8 (C, H, W) picture the model takes: upright, in

@@ -105,11 +105,20 @@ def shorter_side(height: int, width: int, size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+RESIZE_CHUNK = 1024  # images resized by one call
+
+
 def resize(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """The one resize of vislab's images: uint8 (..., C, H, W) to `shape`, bilinear and antialiased like
     PIL's (torchvision's uint8 kernel: within one level of PIL's, ten times faster than float maths)."""
     if tuple(image.shape[-2:]) == tuple(shape):
         return image
+    if image.ndim == 4 and len(image) > RESIZE_CHUNK:  # a whole dataset: a chunk at a time, so that a
+        # machine without torchvision's uint8 kernel (float maths) never holds all of it as floats
+        out = torch.empty((*image.shape[:-2], *shape), dtype=image.dtype)
+        for start in range(0, len(image), RESIZE_CHUNK):
+            out[start : start + RESIZE_CHUNK] = resize(image[start : start + RESIZE_CHUNK], shape)
+        return out
     return TF.resize(image, list(shape), interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
@@ -246,8 +255,8 @@ def as_pil(image: Any) -> Image.Image:
 def decode_any(image: Any, channels: int) -> torch.Tensor:
     """A CxHxW uint8 tensor of a file, PIL image, array or tensor, read as files are: upright, transparent
     pixels on white, in the model's colour mode, at its own size."""
-    if isinstance(image, Path):
-        return to_tensor(open_image(image, channels))
+    if isinstance(image, (str, Path)):
+        return to_tensor(open_image(Path(image), channels))
     picture = ImageOps.exif_transpose(as_pil(image))
     if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
         picture = composite_on_white(picture)

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from vislab.config import AugmentConfig
 from vislab.data.images import read_image
 from vislab.data.splits import Split, Splits
+from vislab.errors import VislabError
 
 
 class AlternatingFlips:
@@ -72,7 +73,8 @@ class ResumableSampler(DistributedSampler):
     DataLoader workers, starts iterating before it calls set_epoch. An epoch resumed mid-way starts after
     the samples already trained on, while the length stays the whole epoch's, as Lightning's count of
     batches expects. With `keyed`, it yields (epoch, index) so that streamed datasets can seed each sample's
-    augmentation."""
+    augmentation (segmentation's) or flips. Without `shuffle` (validation) each rank takes every
+    world-th sample, unpadded: no image counts twice, whatever the number of processes."""
 
     def __init__(
         self, dataset, world: int, rank: int, shuffle: bool, seed: int, keyed: bool, position, weights=None
@@ -157,6 +159,11 @@ def seeded_loader(
     mid-epoch, draws the same batches as an uninterrupted one; with `weights` (per sample), drawn in
     proportion to them."""
     world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+    if not train and world > len(dataset):  # a process without images would wait for the others forever
+        raise VislabError(
+            f"the validation split has {len(dataset)} images for {world} processes: every process needs "
+            "at least one (raise val_fraction or use fewer trainer.devices)"
+        )
     sampler = None
     if train or world > 1 or not in_memory:
         position = (lambda: training_position(trainer, batch_size)) if train else (lambda: (0, 0))
