@@ -111,12 +111,13 @@ def test_streamed_images_too_large_to_decode_one_are_refused(cli, tmp_path, phot
 
 
 def test_segmentation_pairs_that_cannot_fit_in_memory_are_one_line(cli, tmp_path, segfolder, free):
-    free(50_000)  # 3 pairs at 40x32: 3 x 4 bytes x 1,280 pixels = 15,360 bytes; at 128 px: 245,760
+    free(50_000)  # at 128 px (160x128): 2 train pairs x 4 bytes x 20,480 pixels, and the val image's 3 x
+    # 20,480 bytes with its mask at its own 40x32 (1,280 bytes): 226,560 bytes
     runs = tmp_path / "runs"
     assert_refused(
         cli(*train_args(runs, f"data=segfolder:{segfolder}", "image_size=128", "in_memory=true")),
         runs,
-        "3 image/mask pairs at image_size=128 need 240.0 KiB in memory",
+        "3 image/mask pairs at image_size=128 need 221.2 KiB in memory",
         "lower image_size or set in_memory=false",
     )
 

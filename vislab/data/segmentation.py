@@ -220,8 +220,11 @@ def finish(splits: SegSplits, request: LoadRequest) -> SegSplits:
     pixels = round(width * scale) * round(height * scale)
     mask_bytes = 1 if splits.ignore_index <= 255 else 4
     count = len(splits.train) + len(splits.val)
+    # Training pairs at the training size; validation masks stay at their images' own size.
+    total = len(splits.train) * (3 + mask_bytes) * pixels
+    total += len(splits.val) * (3 * pixels + mask_bytes * width * height)
     pair = "image/mask pairs"
-    in_memory = hold_in_memory(request.in_memory, count, (3 + mask_bytes) * pixels, size, what=pair)
+    in_memory = hold_in_memory(request.in_memory, count, -(-total // count), size, what=pair)
     for name in ("train", "val"):
         part = getattr(splits, name)
         if in_memory:
