@@ -82,3 +82,15 @@ def test_predict_tta_averages_the_views(cli, trained, tmp_path):
     rows = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "tta")]
     assert [r["file"] for r in rows[0]] == [r["file"] for r in rows[1]]
     assert rows[0] != rows[1] and all(abs(sum(t["prob"] for t in r["top"]) - 1) < 1e-4 for r in rows[1])
+
+
+def test_an_onnx_export_of_a_model_trained_without_flips_gets_no_mirrored_views(tmp_path):
+    import vislab
+
+    run = vislab.train(
+        data="digits", epochs=1, runs_dir=tmp_path, report=False, trainer={"progress_bar": False}
+    )
+    assert run.config.augment.hflip is False  # digits: a mirrored glyph is another glyph
+    exported = vislab.load(run.load().export("onnx"))
+    assert not tta.TestTimeAugment.for_model(exported.network, exported.meta).mirror
+    assert tta.TestTimeAugment.for_model(None, run.load().meta).mirror is False

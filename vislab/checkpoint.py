@@ -76,10 +76,13 @@ class ModelMeta:
 
     def preprocessing(self) -> dict:
         """What an exported model needs to be used without vislab's model code; `preprocess` spells the
-        input's preparation out for other programs."""
+        input's preparation out for other programs, and the flip setting tells TTA whether mirrored views
+        suit the model (`TestTimeAugment.for_model`)."""
+        flips = {"augment": {"hflip": self.config.get("augment", {}).get("hflip")}}
         return {
             **{key: getattr(self, key) for key in self.PREPROCESSING},
             "preprocess": self.preprocess.to_dict(),
+            "config": flips,
         }
 
     @classmethod
