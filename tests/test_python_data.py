@@ -88,7 +88,7 @@ class Broken(Dataset):
         ({"image": 1}, "Broken[0] is a dict, not (image, label)"),
         ((np.zeros((8, 8), np.uint8), 0, 1), "Broken[0] is a tuple of 3, not (image, label)"),
         ((np.zeros((8, 8), np.uint8), 0.5), "Broken[0] has the label 0.5: give an int or a class name"),
-        (("not an image", 1), "Broken[0]: cannot read an image from a str"),
+        (("not an image", 1), "Broken[0]: image not found: not an image"),  # text is a path
     ],
 )
 def test_a_dataset_of_anything_but_image_label_pairs_is_one_line(tmp_path, item, expected):
