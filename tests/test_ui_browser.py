@@ -316,3 +316,37 @@ def test_the_data_tab_audits_a_folder(page, server, tmp_path, cifar_jpgs):
     assert "label issues:" in summary
     page.locator("#audit-pictures img").first.wait_for()
     shoot(page, "1-data-audit")
+
+
+def test_a_grid_started_from_the_form_is_one_group_in_results(page, server):
+    url, runs = server
+    fill(page, "epochs", 1)
+    wait_for_text(page, "#command", r"\bepochs=1\b")
+    fill(page, "run-name", "ui-grid")
+    wait_for_text(page, "#command", r"\bname=ui-grid\b")
+    page.get_by_text("Sweep: train a grid of runs").click()
+    field = page.locator("#grid-models input").first
+    for model in ("mlp", "small_cnn"):  # typed, and taken with Enter, as in any multi-choice field
+        field.fill(model)
+        field.press("Enter")
+    page.keyboard.press("Escape")
+    fill(page, "grid-lrs", "0.05, 0.1")
+    page.locator("#grid-start").click()
+    queued = wait_for_text(page, "#setup-message", r"queued: vislab sweep")
+    assert "model=grid(mlp,small_cnn)" in queued and "optim.lr=grid(0.05,0.1)" in queued
+    assert "--study ui-grid" in queued and "epochs=1" in queued
+    shoot(page, "5-grid-queued")
+    table = runs / "ui-grid" / "sweep.json"
+    deadline = time.monotonic() + TRAINING_S
+    while not (table.is_file() and json.loads(table.read_text())["done"] == 4):
+        assert time.monotonic() < deadline, "the grid's four trials did not finish"
+        time.sleep(0.5)
+
+    open_tab(page, "Results")
+    page.get_by_role("button", name="Refresh the list").click()
+    choose(page, "results-sweep", "ui-grid")
+    wait_for_text(page, "#sweep-line", r"ui-grid.*4 of 4 trials done.*best: trial \d")
+    wait_for_text(page, "#headline", r"ui-grid/trial-\d")  # the best trial, opened like any run
+    page.locator('#sweep-table [data-testid="cell-2-0"]').click()  # the third trial's row
+    wait_for_text(page, "#headline", r"ui-grid/trial-2")
+    shoot(page, "5-results-sweep")

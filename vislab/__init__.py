@@ -12,6 +12,8 @@ PUBLIC = {
     "Run": "vislab.api",
     "load": "vislab.api",
     "compare": "vislab.api",
+    "sweep": "vislab.sweeps",
+    "Sweep": "vislab.sweeps",
     "Model": "vislab.api",
     "Predictions": "vislab.api",
     "Metrics": "vislab.api",

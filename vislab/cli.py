@@ -30,6 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN", help="continue runs/<name> from its last checkpoint")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
+    sweep = commands.add_parser(
+        "sweep", help="many runs from one command: a grid or an Optuna search over any config keys"
+    )
+    sweep.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value for every trial, or key=SPACE to search: grid(a,b,...), choice(a,b,...), "
+        "uniform(lo,hi), loguniform(lo,hi), int(lo,hi)",
+    )
+    sweep.add_argument("--config", help="a YAML file or a recipe name every trial starts from")
+    sweep.add_argument("--trials", type=int, help="trials in all (default: every grid point)")
+    sweep.add_argument("--jobs", type=int, default=1, help="trials at once, each in its own process")
+    sweep.add_argument("--study", help="the study's name and folder under runs/ (default: from the command)")
+    sweep.add_argument(
+        "--storage", help="a database URL that workers on several machines share (postgresql://...)"
+    )
+    sweep.add_argument("--prune", default="none", help="stop poor trials early: none, median or hyperband")
+    sweep.add_argument("--metric", help="the validation metric to optimise (default: the task's)")
+    sweep.add_argument("--direction", choices=["max", "min"], help="(default: what suits the metric)")
+
     evaluate = commands.add_parser("eval", help="evaluate a run or checkpoint on a split")
     evaluate.add_argument("run", metavar="RUN_OR_CKPT")
     evaluate.add_argument("--split", choices=["train", "val", "test"], default="val")
@@ -99,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("models", help="list the registered models")
     datasets = commands.add_parser("datasets", help="list the datasets and whether each is on disk")
     datasets.add_argument("overrides", nargs="*", help="data_dir=PATH to look somewhere else")
-    for name in ("train", "eval", "predict", "report", "export", "models", "ui"):
+    for name in ("train", "sweep", "eval", "predict", "report", "export", "models", "ui"):
         commands.choices[name].add_argument(
             "--import",
             dest="imports",
@@ -130,6 +150,33 @@ def run_train(args) -> None:
             f"{run.path}: best {metric} {summary[f'best_{metric}']:.4f} (epoch {summary['best_epoch']}), "
             f"final {summary[f'final_{metric}']:.4f}, {summary['wall_time_s']:.0f}s"
         )
+
+
+def run_sweep(args) -> None:
+    from vislab.config import parse_overrides
+    from vislab.sweeps import plan_sweep, run_sweep
+    from vislab.sweeps.trials import shown
+
+    plan = plan_sweep(
+        args.config,
+        parse_overrides(args.overrides),
+        trials=args.trials,
+        jobs=args.jobs,
+        study=args.study,
+        storage=args.storage,
+        prune=args.prune,
+        metric=args.metric,
+        direction=args.direction,
+        imports=args.imports,
+    )
+    result = run_sweep(plan)
+    info = result.info
+    print(f"{result.path}: {info['done']} of {info['trials']} trials done")
+    if info["best"]:
+        best = info["best"]
+        print(f"best: trial {best['trial']} {shown(best['params'])}: {info['metric']} {best['value']:.4f}")
+        print(f"best run: {best['run']}")
+    print(f"wrote {result.path / 'sweep.csv'} and {result.path / 'sweep.html'}")
 
 
 def run_eval(args) -> None:
@@ -265,6 +312,7 @@ def run_datasets(args) -> None:
 
 COMMANDS = {
     "train": run_train,
+    "sweep": run_sweep,
     "report": run_report,
     "compare": run_compare,
     "export": run_export,

@@ -75,7 +75,9 @@ def resolve_precision(config: Config) -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog, guard: RunGuard) -> L.Trainer:
+def build_trainer(
+    config: Config, run_dir: Path, epoch_log: EpochLog, guard: RunGuard, extra: list[L.Callback]
+) -> L.Trainer:
     t = config.trainer
     stopping = config.early_stopping
     callbacks: list[L.Callback] = [
@@ -122,6 +124,7 @@ def build_trainer(config: Config, run_dir: Path, epoch_log: EpochLog, guard: Run
         callbacks.append(WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay)))
     if t.progress_bar:
         callbacks.append(progress_display())
+    callbacks += extra  # last: a sweep's pruning sees the epoch's row and checkpoints written
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -177,12 +180,13 @@ def open_run_dir(config: Config, skipped: list[Path]) -> Path:
     return run_dir
 
 
-def train(config: Config, resume: Path | None = None) -> Path:
+def train(config: Config, resume: Path | None = None, callbacks: list[L.Callback] = ()) -> Path:
     """Trains a model for the config's task (or resumes the run folder `resume`); returns the run folder.
+    `callbacks` join vislab's own (a sweep's pruning).
     A stop signal before training starts leaves no new run folder behind; during training it stops at the
     next step with a checkpoint; after the last step, once summary.json is written (vislab.stopping)."""
     with STOP.installed():
-        run_dir, global_zero = fit(config, resume)
+        run_dir, global_zero = fit(config, resume, list(callbacks))
         try:
             if config.report and global_zero:
                 report(run_dir)
@@ -195,7 +199,7 @@ def train(config: Config, resume: Path | None = None) -> Path:
     return run_dir
 
 
-def fit(config: Config, resume: Path | None) -> tuple[Path, bool]:
+def fit(config: Config, resume: Path | None, callbacks: list[L.Callback] = ()) -> tuple[Path, bool]:
     """Training up to its summary.json: everything of `train` but the report. Returns the run folder and
     whether this process is the one that writes (rank 0)."""
     quiet_lightning()
@@ -223,7 +227,7 @@ def fit(config: Config, resume: Path | None) -> tuple[Path, bool]:
         epoch_log = EpochLog(run_dir / "metrics.csv", task.metric_columns)
         guard = RunGuard(run_dir, config.checkpoint_every_min)
         last = run_dir / "checkpoints" / "last.ckpt"
-        trainer = build_trainer(config, run_dir, epoch_log, guard)
+        trainer = build_trainer(config, run_dir, epoch_log, guard, list(callbacks))
         ckpt_path = last if resume else None
         trainer.fit(prepared.module, datamodule=prepared.datamodule, ckpt_path=ckpt_path, weights_only=True)
         guard.stop_if_cut_short(trainer)

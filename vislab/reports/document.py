@@ -66,6 +66,7 @@ class Section:
     images: list[Path] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     note: str = ""
+    html: str = ""  # markup vislab made (a sweep's plotly figures); HTML only, not in Markdown
 
 
 def embedded_image(path: Path, alt: str) -> str:
@@ -85,6 +86,7 @@ def write_html(path: Path, title: str, sections: list[Section]) -> None:
             parts.append(f'<p class="note">{html.escape(section.note)}</p>')
         parts += [table.html() for table in section.tables]
         parts += [embedded_image(image, f"{section.title}: {image.stem}") for image in section.images]
+        parts.append(section.html)
         parts.append("</section>")
     parts.append("</body></html>\n")
     write_atomically(path, "\n".join(parts))

@@ -25,8 +25,9 @@ RUN_FOLDER_LINE = re.compile(r"^vislab: run folder (.+)$", re.MULTILINE)
 @dataclass
 class Job:
     number: int
-    args: list[str]  # after `vislab train`
+    args: list[str]  # after `vislab <command>`
     log: Path
+    command: str = "train"  # or "sweep": a grid, its trials one after another
     state: str = "queued"  # queued, running, finished, stopped, failed, cancelled
     process: subprocess.Popen | None = None
     run_dir: Path | None = None
@@ -35,14 +36,15 @@ class Job:
 
     @property
     def title(self) -> str:
-        return " ".join(self.args)
+        return f"vislab {self.command} " + " ".join(self.args)
 
     def find_run_dir(self) -> Path | None:
-        """The run folder, from the line `vislab train` prints once it has created it."""
-        if self.run_dir is None and self.log.is_file():
-            found = RUN_FOLDER_LINE.search(self.log.read_text(errors="replace"))
+        """The run folder, from the line `vislab train` prints once it has created it (a sweep's: the
+        trial it trains now, the last such line)."""
+        if (self.run_dir is None or self.command == "sweep") and self.log.is_file():
+            found = RUN_FOLDER_LINE.findall(self.log.read_text(errors="replace"))
             if found:
-                self.run_dir = Path(found.group(1).strip())
+                self.run_dir = Path(found[0 if self.command == "train" else -1].strip())
         return self.run_dir
 
 
@@ -59,17 +61,18 @@ class JobQueue:
         self.poll_s = poll_s
         threading.Thread(target=self.work, daemon=True, name="vislab-jobs").start()
 
-    def submit(self, args: list[str]) -> Job:
+    def submit(self, args: list[str], command: str = "train") -> Job:
         self.logs.mkdir(parents=True, exist_ok=True)
         with self.lock:
             number = len(self.jobs) + 1
-            job = Job(number, args, self.logs / f"job-{number}-{int(time.time())}.log")
+            job = Job(number, args, self.logs / f"job-{number}-{int(time.time())}.log", command)
             self.jobs.append(job)
         self.wakeup.set()
         return job
 
-    def train(self, config_args: list[str]) -> Job:
-        return self.submit([*config_args, f"runs_dir={self.runs_dir}", "trainer.progress_bar=false"])
+    def train(self, config_args: list[str], command: str = "train") -> Job:
+        """A `vislab train` job (`vislab sweep` with a sweep's words) writing into the UI's runs folder."""
+        return self.submit([*config_args, f"runs_dir={self.runs_dir}", "trainer.progress_bar=false"], command)
 
     def resume(self, run_dir: Path) -> Job:
         if not (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -114,7 +117,7 @@ class JobQueue:
         with open(job.log, "ab") as log:
             job.process = subprocess.Popen(
                 # with the user's own model code the UI imported (--import, a reference typed in)
-                [sys.executable, "-m", "vislab", "train", *import_arguments(), *job.args],
+                [sys.executable, "-m", "vislab", job.command, *import_arguments(), *job.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

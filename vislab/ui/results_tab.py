@@ -14,15 +14,55 @@ from vislab.tasks import compare, evaluate, get_task, report
 from vislab.ui.common import Context, guarded, run_folders
 
 
+def sweeps(context: Context) -> list[str]:
+    """The sweep folders (runs/<study>/ with a sweep.csv), newest first."""
+    if not context.runs_dir.is_dir():
+        return []
+    found = [p for p in context.runs_dir.iterdir() if (p / "sweep.csv").is_file()]
+    return [p.name for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
 def finished_runs(context: Context) -> list[str]:
-    return [p.name for p in run_folders(context.runs_dir) if (p / "checkpoints" / "best.ckpt").is_file()]
+    """Runs with a best checkpoint: runs/<name>, and each sweep's trials as <study>/trial-<n>."""
+    folders = run_folders(context.runs_dir)
+    for study in sweeps(context):
+        folders += sorted(run_folders(context.runs_dir / study), key=lambda p: trial_number(p.name))
+    return [
+        str(p.relative_to(context.runs_dir)) for p in folders if (p / "checkpoints" / "best.ckpt").is_file()
+    ]
+
+
+def trial_number(name: str) -> int:
+    return int(name.removeprefix("trial-")) if name.removeprefix("trial-").isdigit() else -1
 
 
 def run_path(context: Context, name: str) -> Path:
-    path = context.runs_dir / name
-    if not name or "/" in name or not (path / "checkpoints" / "best.ckpt").is_file():
+    parts = Path(name or "").parts
+    path = context.runs_dir.joinpath(*parts)
+    inside = 0 < len(parts) <= 2 and ".." not in parts and not Path(name).is_absolute()
+    if not inside or not (path / "checkpoints" / "best.ckpt").is_file():
         raise VislabError(f"no finished run {name!r} in {context.runs_dir}")
     return path
+
+
+def sweep_view(context: Context, study: str) -> tuple[str, dict, list[str]]:
+    """A sweep's line (progress, the best trial, where its plots are), its table, and its best run."""
+    from vislab.sweeps import Sweep
+
+    if study not in sweeps(context):
+        raise VislabError(f"no sweep {study!r} in {context.runs_dir}")
+    found = Sweep(context.runs_dir / study)
+    info, trials = found.info, found.trials.drop(columns=["worker"])
+    trials["run"] = [Path(r).name for r in trials["run"].fillna("")]
+    line = f"**{study}**: {info['done']} of {info['trials']} trials done, {info['metric']}"
+    best = info["best"]
+    if best:
+        shown = " ".join(f"{k}={v}" for k, v in best["params"].items())
+        line += f"; best: trial {best['trial']} ({shown}), {best['value']:.4f}"
+    line += f" · Optuna's plots: {found.path / 'sweep.html'}"
+    table = {"headers": list(trials.columns), "data": trials.fillna("").values.tolist()}
+    opened = [f"{study}/trial-{best['trial']}"] if best else []
+    return line, table, [name for name in opened if name in finished_runs(context)]
 
 
 def summary_rows(run_dir: Path) -> list[list]:
@@ -49,6 +89,17 @@ def build(context: Context) -> None:
         split = gr.Radio(["val", "test"], value="val", label="split", elem_id="results-split")
         refresh = gr.Button("Refresh the list", scale=0)
         write = gr.Button("Write the report", scale=0, elem_id="write-report")
+    with gr.Row():
+        sweep = gr.Dropdown(
+            sweeps(context), label="sweep (a group of runs)", elem_id="results-sweep", scale=1
+        )
+        sweep_line = gr.Markdown(elem_id="sweep-line")
+    sweep_table = gr.Dataframe(
+        label="the sweep's trials (click a header to sort, a row to open its run)",
+        interactive=False,
+        visible=False,
+        elem_id="sweep-table",
+    )
     message = gr.Markdown(elem_id="results-message")
     headline = gr.Markdown(elem_id="headline")
     with gr.Row():
@@ -73,7 +124,7 @@ def build(context: Context) -> None:
         }
         pngs = sorted((first / "report").glob("*.png"))
         task = get_task(load_checkpoint(first).meta.task)
-        line = f"**{first.name}** ({task.name}) on {split_name}: " + task.describe_eval(evaluation)
+        line = f"**{names[0]}** ({task.name}) on {split_name}: " + task.describe_eval(evaluation)
         if not pngs:
             line += " · no report yet: press **Write the report**"
         compared_text, compared_curves = "", gr.update(visible=False)
@@ -102,9 +153,29 @@ def build(context: Context) -> None:
             raise VislabError("pick a run first")
         return f"wrote {report(run_path(context, names[0]))}", gr.update()
 
+    @guarded(3)
+    def show_sweep(study):
+        if not study:
+            return "", "", gr.update(visible=False), gr.update()
+        line, table, best = sweep_view(context, study)
+        opened = gr.update(choices=finished_runs(context), value=best) if best else gr.update()
+        return "", line, gr.update(value=table, visible=True), opened
+
+    @guarded(1)
+    def open_trial(study, event: gr.SelectData):
+        row = event.row_value
+        return "", gr.update(choices=finished_runs(context), value=[f"{study}/{row[-1]}"])
+
+    sweep.change(show_sweep, sweep, [message, sweep_line, sweep_table, runs])
+    sweep_table.select(open_trial, sweep, [message, runs])
+
     outputs = [message, headline, summary, figures, matrix, cell, compared, compare_curves]
     runs.change(show, [runs, split], outputs)
     split.change(show, [runs, split], outputs)
-    refresh.click(lambda: gr.update(choices=finished_runs(context)), None, runs)
+    refresh.click(
+        lambda: (gr.update(choices=finished_runs(context)), gr.update(choices=sweeps(context))),
+        None,
+        [runs, sweep],
+    )
     matrix.select(open_cell, [runs, split], [message, cell])
     write.click(write_report, runs, [message, figures]).then(show, [runs, split], outputs)

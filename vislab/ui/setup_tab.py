@@ -14,6 +14,7 @@ from vislab.check import check_dataset, summary_lines
 from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to_yaml
 from vislab.data import registered_datasets, with_augment_defaults
 from vislab.data.registry import shown_name
+from vislab.errors import VislabError
 from vislab.models import count_parameters, create_model, registered_models, resolve_model
 from vislab.recipes import list_recipes, recipe_path
 from vislab.tasks import get_task, load_config
@@ -64,6 +65,30 @@ def train_args(recipe, source, dataset, folder, model, epochs, batch, lr, size, 
     return (["--config", recipe] if recipe else []) + words
 
 
+def sweep_words(
+    words: list[str], models: list[str] | None, lrs: str, more: str
+) -> tuple[list[str], str | None]:
+    """`vislab sweep` keys from the form's `vislab train` keys and the grid's fields (a gridded key's single
+    value from the form gives way to its grid), and the study's name: the form's run name."""
+    grid = {}
+    if models:
+        grid["model"] = list(models)
+    if lrs and lrs.strip():
+        grid["optim.lr"] = [v.strip() for v in lrs.split(",") if v.strip()]
+    for line in (more or "").splitlines():
+        key, sep, values = line.partition("=")
+        if not line.strip():
+            continue
+        if not sep or not key.strip():
+            raise VislabError(f"grid line {line.strip()!r} is not of the form key=a,b,...")
+        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    if not grid:
+        raise VislabError("nothing to grid: pick models, type learning rates, or add key=a,b lines")
+    study = next((w.split("=", 1)[1] for w in words if w.startswith("name=")), None)
+    kept = [w for w in words if w.split("=", 1)[0] not in grid and not w.startswith("name=")]
+    return kept + [f"{key}=grid({','.join(values)})" for key, values in grid.items()], study
+
+
 def config_of(args: list[str]) -> Config:
     recipe = args[1] if args[:1] == ["--config"] else None
     words = args[2:] if recipe else args
@@ -105,6 +130,20 @@ def build(context: Context) -> Setup:
                 size = gr.Number(0, label="image size (0: from the data)", precision=0, elem_id="image-size")
             extra = gr.Textbox(label="more keys, one key=value per line", lines=2, elem_id="extra")
             name = gr.Textbox(label="run name (empty: <data>-<model>-<n>)", elem_id="run-name")
+    with gr.Accordion("Sweep: train a grid of runs (vislab sweep)", open=False, elem_id="grid"):
+        gr.Markdown(
+            "Every combination of the values below, each an ordinary run in runs/&lt;study&gt;/trial-N; the "
+            "form above gives everything else. Results lists the sweep as a group."
+        )
+        with gr.Row():
+            grid_models = gr.Dropdown(
+                list(registered_models()), multiselect=True, label="models", elem_id="grid-models"
+            )
+            grid_lrs = gr.Textbox(label="learning rates, e.g. 0.01, 0.05, 0.1", elem_id="grid-lrs")
+        grid_extra = gr.Textbox(
+            label="more grid keys, one key=a,b,... per line", lines=2, elem_id="grid-extra"
+        )
+        grid_start = gr.Button("Start the grid", elem_id="grid-start")
     message = gr.Markdown(elem_id="setup-message")  # what the buttons report
     config_message = gr.Markdown(elem_id="config-message")  # whether the form resolves to a config
     command = gr.Textbox(label="the same run from a shell", interactive=False, elem_id="command")
@@ -209,6 +248,20 @@ def build(context: Context) -> Setup:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# {recipe_name}: saved from vislab ui\n" + yaml.safe_dump(values, sort_keys=False))
         return f"saved {path}; train it with: vislab train --config {path}"
+
+    @guarded(0)
+    def start_grid(models, lrs, more, *values):
+        from vislab.sweeps import plan_sweep
+
+        args = train_args(*values)
+        recipe = args[1] if args[:1] == ["--config"] else None
+        words, study = sweep_words(args[2:] if recipe else args, models, lrs, more)
+        plan_sweep(recipe_path(recipe) if recipe else None, parse_overrides(words), study=study)  # or refused
+        options = (["--config", recipe] if recipe else []) + (["--study", study] if study else [])
+        job = context.jobs.train([*options, *words], command="sweep")
+        return f"job {job.number} queued: {job.title}"
+
+    grid_start.click(start_grid, [grid_models, grid_lrs, grid_extra, *form], message)
 
     outputs = [config_message, command, resolved]
     for component in form:

@@ -79,7 +79,7 @@ def curve_version(run_dir: Path | None) -> tuple | None:
 
 def queue_table(context: Context) -> dict:
     rows = [
-        [j.number, j.state, run.name if run else "", "vislab train " + j.title]
+        [j.number, j.state, run.name if run else "", j.title]
         for j, run in ((j, j.find_run_dir()) for j in reversed(context.jobs.jobs))
     ]
     return {"headers": ["job", "state", "run", "command"], "data": rows or [["", "", "", ""]]}
@@ -100,7 +100,7 @@ def build(context: Context, setup: Setup) -> None:
     @guarded(1)
     def start_job(*values):
         job = context.jobs.train(train_args(*values))
-        return f"job {job.number} queued: vislab train {job.title}", CURRENT
+        return f"job {job.number} queued: {job.title}", CURRENT
 
     @guarded(0)
     def stop_job(choice):
@@ -120,7 +120,7 @@ def build(context: Context, setup: Setup) -> None:
         if run_dir is None:
             raise VislabError("pick a run to resume")
         job = context.jobs.resume(run_dir)
-        return f"job {job.number} queued: vislab train {job.title}", CURRENT
+        return f"job {job.number} queued: {job.title}", CURRENT
 
     drawn = gr.State(None)  # what the plots show, so that they are redrawn only when it changes
 
