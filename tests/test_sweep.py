@@ -61,8 +61,8 @@ def test_a_grid_runs_every_point_once_in_two_jobs_and_python_continues_it(cli, t
 
 def test_sampled_spaces_stay_in_their_ranges_and_median_pruning_stops_a_poor_trial(cli, tmp_path):
     sampled = [
-        "optim.lr=loguniform(0.02,0.3)",
-        "optim.weight_decay=uniform(0,0.001)",
+        "optim.lr=loguniform(2e-2,0.3)",  # 2e-2: YAML alone reads it as text
+        "optim.weight_decay=uniform(0,1e-3)",
         "batch_size=int(16,64)",
         "model=choice(mlp,small_cnn)",
     ]

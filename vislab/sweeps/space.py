@@ -5,6 +5,7 @@ each space turns into one Optuna `suggest_*` call."""
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -42,12 +43,18 @@ class Space:
 
 
 def scalar(text: str) -> Any:
-    """A listed value as a YAML scalar, as `key=value` reads it: 0.1 a number, true a bool, mlp text."""
+    """A listed value as `key=value` reads it: 0.1 and 1e-3 numbers, true a bool, mlp text."""
     text = text.strip()
     try:
         value = yaml.safe_load(text) if text else None
     except yaml.YAMLError:
         value = text
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text; a space means the number
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
     return text if isinstance(value, (dict, list)) or value is None else value
 
 
