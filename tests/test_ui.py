@@ -18,7 +18,7 @@ from vislab.checkpoint import load_checkpoint
 from vislab.errors import VislabError
 from vislab.export import load_predictor
 from vislab.tasks import get_task, load_config
-from vislab.ui.setup_tab import DEFAULT_MODEL, train_args
+from vislab.ui.setup_tab import DEFAULT_MODEL, config_of, train_args
 from vislab.ui.uploads import data_spec, unpack_zip
 
 from conftest import QUIET, small_copy
@@ -92,15 +92,23 @@ def test_typed_folders_are_checked_and_segmentation_folders_recognised(tmp_path,
 
 
 def test_the_form_means_the_same_words_as_the_cli():
-    form = ["", "built-in", "digits", "", DEFAULT_MODEL, 30, 128, 0.05, 0, "", ""]
-    assert train_args(*form) == ["data=digits"]  # every field at what the data resolves to
+    form = ["", "built-in", "digits", "", DEFAULT_MODEL, None, None, None, None, "", ""]
+    assert train_args(*form) == ["data=digits"]  # empty fields: what the data resolves to
     form[5], form[9], form[10] = 3, "label_smoothing=0.1", "mine"
     assert train_args(*form) == ["data=digits", "label_smoothing=0.1", "epochs=3", "name=mine"]
-    recipe = ["cifar10_resnet20", "built-in", "cifar10", "", "resnet20", 0, 0, None, 0, "", ""]
+    form[5] = 30  # typed, so used, even where it is also the default
+    assert "epochs=30" in train_args(*form)
+    recipe = ["cifar10_resnet20", "built-in", "cifar10", "", "resnet20", None, None, None, None, "", ""]
     assert train_args(*recipe) == ["--config", "cifar10_resnet20", "data=cifar10", "model=resnet20"]
-    form[9] = "epochs=zero"
+    # Values the config refuses are refused in its words, never replaced by a default.
+    for field, value, says in ((5, 0, "epochs"), (7, -1, "optim.lr"), (8, 0, "image_size"), (6, 0, "batch")):
+        bad = list(form)
+        bad[field] = value
+        with pytest.raises(VislabError, match=says):
+            config_of(train_args(*bad))
+    form[5], form[9] = None, "epochs=zero"
     with pytest.raises(VislabError, match="epochs"):
-        train_args(*form)
+        config_of(train_args(*form))
 
 
 def test_training_writes_progress_for_the_page(cli, tmp_path):

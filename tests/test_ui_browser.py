@@ -171,17 +171,12 @@ def open_tab(page, name: str) -> None:
 
 def train_from_setup(page, settings: dict[str, object], run_name: str) -> None:
     """Fills the form's fields ({config key: value}; each field's id is its key) one after the other, as a
-    person does, each seen in the command before the next is typed (filled all at once, a loaded machine
-    once showed a command that never took the later edits: a race for issue 24), and checks the data."""
+    person does, each seen in the command (no answer of the page writes a field the user fills: a field
+    that was refilled when data or model changed once lost an edit typed meanwhile), and checks the
+    data."""
     for key, value in [*settings.items(), ("name", run_name)]:
-        field = "run-name" if key == "name" else key.replace("_", "-")
-        fill(page, field, value)
-        try:
-            wait_for_text(page, "#command", rf"\b{key}={value}\b", timeout_s=30)
-        except AssertionError:  # the form's known lost edit (issue 24): typed again, as a person would
-            print(f"the form lost {key}={value}; typed again (issue 24)")
-            fill(page, field, value)
-            wait_for_text(page, "#command", rf"\b{key}={value}\b")
+        fill(page, "run-name" if key == "name" else key.replace("_", "-"), value)
+        wait_for_text(page, "#command", rf"\b{key}={value}\b")
     page.locator("#check-data").click()
     wait_for_text(page, "#data-summary", r"classes")
 

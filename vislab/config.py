@@ -39,7 +39,7 @@ class AugmentConfig(Section):
 
 class OptimConfig(Section):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.05
+    lr: float = Field(0.05, ge=0)
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -131,7 +131,9 @@ class Config(Section):
     data_dir: str | None = None  # where datasets are downloaded; default: the user cache dir
     val_fraction: float = Field(0.1, gt=0, lt=1)  # held out from train when a dataset has no val split
     skip_bad_images: bool = False  # warn and skip unreadable images instead of stopping
-    image_size: int | None = None  # resize to this square size; default: the dataset's native size
+    image_size: int | None = Field(
+        None, ge=1
+    )  # resize to this square size; default: the dataset's native size
     in_memory: bool | None = None  # hold the dataset as one uint8 tensor; default: when it fits
     num_workers: int = 4  # DataLoader workers for streamed (not in-memory) datasets
     mean: list[float] | None = None  # per-channel normalisation; default: computed on the train split

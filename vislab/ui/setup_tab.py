@@ -45,21 +45,28 @@ def recipe_choices(context: Context) -> list[tuple[str, str]]:
     return [("(none)", "")] + [(r.name, r.name) for r in list_recipes()] + [(p.stem, str(p)) for p in own]
 
 
+def defaults_shown(flat: dict) -> list[dict]:
+    """Placeholders of the hyperparameter fields: the resolved values an empty field stands for."""
+    shown = {key: flat[key] for key in HYPERPARAMETERS}
+    shown["image_size"] = shown["image_size"] or "from the data"
+    return [{"placeholder": f"{shown[key]}"} for key in HYPERPARAMETERS]
+
+
 def data_value(source: str, dataset: str, folder: str) -> str:
     return dataset if source == "built-in" else data_spec(folder)
 
 
 def train_args(recipe, source, dataset, folder, model, epochs, batch, lr, size, extra, name) -> list[str]:
-    """The words after `vislab train` that the form stands for: the recipe, the data and model, and only
-    those hyperparameters that differ from what the recipe and data already resolve to."""
+    """The words after `vislab train` that the form stands for: the recipe, the data and model, and every
+    hyperparameter field the user filled in, as typed (an empty field means what the recipe, data and
+    model resolve to, shown as its placeholder); `config_of` refuses what the config refuses."""
     words = [f"data={data_value(source, dataset, folder)}"]
     if model and model != DEFAULT_MODEL:
         words.append(f"model={model}")
     words += [line.strip() for line in (extra or "").splitlines() if line.strip()]
-    base = flatten(load_config(recipe_path(recipe) if recipe else None, words).model_dump())
     for key, value in zip(HYPERPARAMETERS, (epochs, batch, lr, size)):
-        if value not in (None, "", 0) and base.get(key) != value:
-            words.append(f"{key}={int(value) if key != 'optim.lr' else value}")
+        if value is not None and str(value).strip():
+            words.append(f"{key}={str(value).strip()}")
     if name:
         words.append(f"name={name}")
     return (["--config", recipe] if recipe else []) + words
@@ -120,14 +127,14 @@ def build(context: Context) -> Setup:
                 elem_id="model",
             )
             parameters = gr.Markdown(elem_id="parameters")
-            default = flatten(load_config().model_dump())
+            gr.Markdown("Empty fields take what the data, model and recipe resolve to (shown in grey).")
+            hints = defaults_shown(flatten(load_config().model_dump()))
             with gr.Row():
-                epochs = gr.Number(default["epochs"], label="epochs", precision=0, elem_id="epochs")
-                batch = gr.Number(
-                    default["batch_size"], label="batch size", precision=0, elem_id="batch-size"
-                )
-                lr = gr.Number(default["optim.lr"], label="learning rate", elem_id="lr")
-                size = gr.Number(0, label="image size (0: from the data)", precision=0, elem_id="image-size")
+                # Text, not number fields: a number field has no empty state (it sends 0).
+                epochs = gr.Textbox(label="epochs", elem_id="epochs", **hints[0])
+                batch = gr.Textbox(label="batch size", elem_id="batch-size", **hints[1])
+                lr = gr.Textbox(label="learning rate", elem_id="lr", **hints[2])
+                size = gr.Textbox(label="image size", elem_id="image-size", **hints[3])
             extra = gr.Textbox(label="more keys, one key=value per line", lines=2, elem_id="extra")
             name = gr.Textbox(label="run name (empty: <data>-<model>-<n>)", elem_id="run-name")
     with gr.Accordion("Sweep: train a grid of runs (vislab sweep)", open=False, elem_id="grid"):
@@ -171,9 +178,9 @@ def build(context: Context) -> Setup:
         return "", "vislab train " + " ".join(args), to_yaml(with_augment_defaults(config))
 
     def pick_recipe(chosen):
+        """A recipe chosen fills the data and model fields; the hyperparameter fields are emptied, to show
+        the recipe's values as their defaults."""
         values = read_yaml(recipe_path(chosen)) if chosen else {}
-        config = load_config(recipe_path(chosen) if chosen else None)
-        flat = flatten(config.model_dump())
         data = values.get("data", "digits")
         builtin = data in builtin_datasets()
         return (
@@ -181,17 +188,20 @@ def build(context: Context) -> Setup:
             data if builtin else "digits",
             "" if builtin else data.split(":", 1)[-1],
             values.get("model", DEFAULT_MODEL),
-            *(flat[key] for key in HYPERPARAMETERS),
+            *[""] * len(HYPERPARAMETERS),
         )
 
-    @guarded(4)
-    def refill(recipe_name, source_kind, dataset_name, folder_path, model_name, extra_keys):
-        """The hyperparameter fields at what the chosen recipe, data and model resolve to."""
-        args = train_args(
-            recipe_name, source_kind, dataset_name, folder_path, model_name, *[None] * 4, extra_keys, ""
-        )
-        flat = flatten(config_of(args).model_dump())
-        return "", *(flat[key] or 0 for key in HYPERPARAMETERS)
+    def show_defaults(recipe_name, source_kind, dataset_name, folder_path, model_name, extra_keys):
+        """What each empty hyperparameter field stands for now, as its placeholder: the fields' values are
+        never written here, so nothing typed is lost to a late answer."""
+        try:
+            args = train_args(
+                recipe_name, source_kind, dataset_name, folder_path, model_name, *[None] * 4, extra_keys, ""
+            )
+            flat = flatten(config_of(args).model_dump())
+        except (VislabError, OSError):  # said by the config's own message, from `resolve`
+            return [gr.update()] * len(HYPERPARAMETERS)
+        return [gr.update(**hint) for hint in defaults_shown(flat)]
 
     @guarded(3)
     def check(*values, progress=DOWNLOAD_PROGRESS):
@@ -268,9 +278,12 @@ def build(context: Context) -> Setup:
         # One queue for every field's listener: otherwise an older field's answer can land after a newer
         # one's and show a command without the latest edit (seen as a lost run name in the browser test).
         component.change(resolve, form, outputs, show_progress="hidden", concurrency_id="setup-resolve")
-    for component in (source, dataset, folder, model):
+    for component in (recipe, source, dataset, folder, model, extra):
         component.change(
-            refill, [recipe, source, dataset, folder, model, extra], [config_message, epochs, batch, lr, size]
+            show_defaults,
+            [recipe, source, dataset, folder, model, extra],
+            [epochs, batch, lr, size],
+            show_progress="hidden",
         )
     recipe.change(pick_recipe, recipe, [source, dataset, folder, model, epochs, batch, lr, size])
     upload.upload(unpack, upload, [message, source, folder])

@@ -15,7 +15,7 @@ from vislab.reports.plots import live_curves
 from vislab.runs import read_metrics
 from vislab.ui.common import Context, guarded, run_folders
 from vislab.ui.jobs import Job, log_tail, read_progress, run_state
-from vislab.ui.setup_tab import Setup, train_args
+from vislab.ui.setup_tab import Setup, config_of, train_args
 
 CURRENT = "(current job)"
 REFRESH_S = 1.0
@@ -99,7 +99,9 @@ def build(context: Context, setup: Setup) -> None:
 
     @guarded(1)
     def start_job(*values):
-        job = context.jobs.train(train_args(*values))
+        args = train_args(*values)
+        config_of(args)  # refused on the page, in the config's words, before anything is queued
+        job = context.jobs.train(args)
         return f"job {job.number} queued: {job.title}", CURRENT
 
     @guarded(0)
