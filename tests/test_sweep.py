@@ -67,7 +67,17 @@ def test_sampled_spaces_stay_in_their_ranges_and_median_pruning_stops_a_poor_tri
         "model=choice(mlp,small_cnn)",
     ]
     result = cli(
-        "sweep", *sampled, "--trials", "3", "epochs=1", f"runs_dir={tmp_path}", "--study", "s", *QUICK
+        "sweep",
+        *sampled,
+        "--trials",
+        "3",
+        "--prune",
+        "hyperband",
+        "epochs=1",
+        f"runs_dir={tmp_path}",
+        "--study",
+        "s",
+        *QUICK,
     )
     assert result.code == 0, result.err
     table = rows(tmp_path / "s")
@@ -236,6 +246,7 @@ def test_two_workers_share_one_study_in_postgresql_and_run_exactly_the_trials_as
         (["model=grid(mlp,small_cnn)", "--jobs", "0"], "--jobs 0"),
         (["model=grid(mlp,small_cnn)", "--metric", "val_miou"], "--metric val_miou: a classification run"),
         (["epochs=2"], "nothing to search"),
+        (["model=grid(mlp)", "--study", "../elsewhere"], "a study is named with letters"),
         (
             ["model=grid(mlp)", "--storage", "postgresql://nobody@127.0.0.1:1/none"],
             "cannot open the study storage",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import json
 import multiprocessing
+import re
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,7 @@ def plan_sweep(
     metric = metric or base.early_stopping.monitor
     if metric not in columns:
         raise VislabError(f"--metric {metric}: a {base.task} run logs {', '.join(columns)}")
-    goal = direction or ("min" if metric == "val_loss" else base.early_stopping.mode)
+    goal = direction or ("min" if metric == "val_loss" else "max")  # every other metric: higher is better
     grid = grid_points(space)
     all_grid = all(s.is_grid for s in space.values())
     if trials is None:
@@ -91,6 +93,8 @@ def plan_sweep(
         raise VislabError(f"--trials {trials}: a sweep needs one trial or more")
     if all_grid and trials > len(grid):
         raise VislabError(f"--trials {trials}: the grid has {len(grid)} points, and none runs twice")
+    if study is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study):
+        raise VislabError(f"--study {study!r}: a study is named with letters, digits, '.', '-' and '_'")
     name = study or default_study_name(config, flat(keys or {}))
     return SweepPlan(
         config=config,
@@ -124,7 +128,7 @@ def run_sweep(plan: SweepPlan) -> Sweep:
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     context = multiprocessing.get_context("spawn")
-    jobs = [context.Process(target=work, args=(plan, n + 1, gpus)) for n in range(plan.jobs)]
+    jobs = [context.Process(target=run_job, args=(plan, n + 1, gpus)) for n in range(plan.jobs)]
     try:
         with STOP.installed():
             for job in jobs:
@@ -142,6 +146,20 @@ def run_sweep(plan: SweepPlan) -> Sweep:
     if failed:
         raise RunStopped(f"{len(failed)} of {plan.jobs} sweep jobs failed; {continue_line(plan)}", 1)
     return Sweep(plan.root)
+
+
+def run_job(plan: SweepPlan, worker: int, gpus: int) -> None:
+    """One of `--jobs` processes: what ends it is one line, as from the command, never a traceback."""
+    from vislab.sweeps.trials import work
+
+    try:
+        work(plan, worker, gpus)
+    except VislabError as error:
+        print(f"vislab: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except (RunStopped, Stopped) as stop:
+        print(f"vislab: job {worker}: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)
 
 
 class Sweep:

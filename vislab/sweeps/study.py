@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from vislab.sweeps.space import Space, describe, grid_points
 PRUNERS = ("none", "median", "hyperband")
 WORKER = "vislab.worker"  # user attr of a trial: "host pid" of the process training it
 SURPLUS = "vislab.surplus"  # a trial asked for after another machine's worker filled the study
+BOOT = "vislab.boot"  # user attr of a trial: the boot of the machine its process ran on
 READY = "vislab.ready"  # study attr: set once the creating process has enqueued the grid
 
 
@@ -101,9 +103,10 @@ def open_storage(plan: SweepPlan):
     raise VislabError(f"cannot open the study storage {plan.storage}: its tables could not be made")
 
 
-def make_sampler(plan: SweepPlan, worker: int):
-    # A seed per worker: workers with one seed would sample the same points.
-    seed = None if plan.seed is None else plan.seed + worker
+def make_sampler(plan: SweepPlan, worker: int, started: int):
+    # A seed per worker and per start: workers with one seed would sample the same points, and so would a
+    # sweep continued after a stop (TPE's first trials are random draws that ignore the study's history).
+    seed = None if plan.seed is None else plan.seed + 1000 * worker + started
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -116,33 +119,64 @@ def make_pruner(plan: SweepPlan):
 
 
 def open_study(plan: SweepPlan, worker: int = 0):
-    """Creates the study (and enqueues its grid) or joins it, refusing one whose space differs."""
+    """Creates the study (its space, metric and grid stored once) or joins it, refusing one whose space,
+    metric or direction differs; a larger `--trials` than before adds the grid points it needs."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(plan)
-    options = dict(study_name=plan.study, storage=storage, direction=plan.direction)
-    options |= dict(sampler=make_sampler(plan, worker), pruner=make_pruner(plan))
-    try:
-        study = optuna.create_study(**options)
-        study.set_user_attr("vislab.space", describe(plan.space))
-        study.set_user_attr("vislab.metric", plan.metric)
-        for params in planned_grid(plan):
-            study.enqueue_trial(params)
-        study.set_user_attr(READY, True)
-        return study
-    except optuna.exceptions.DuplicatedStudyError:
-        pass
-    except VislabError:
-        raise
-    except Exception as error:  # the database went away between opening and creating
-        raise VislabError(f"cannot create study {plan.study} in {plan.storage_label}: {error}") from None
-    study = optuna.load_study(study_name=plan.study, storage=storage, sampler=options["sampler"])
-    study.pruner = options["pruner"]
-    refuse_other_space(study, plan)
-    for _ in range(600):  # the creating process may still be enqueueing the grid
+    with claim_lock(plan.root):  # one process of this machine at a time sets a study up
+        try:
+            known = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+            if plan.study not in known and any(plan.root.glob("trial-*")):
+                raise VislabError(
+                    f"{plan.root} holds trial folders of another study: pick another --study, or move them"
+                )
+            options = dict(study_name=plan.study, storage=storage, pruner=make_pruner(plan))
+            try:
+                study = optuna.create_study(direction=plan.direction, **options)
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(**options)
+            if not study.user_attrs.get(READY):
+                wait_or_set_up(study, plan)
+            refuse_other_space(study, plan)
+            add_grid_points(study, plan)
+        except VislabError:
+            raise
+        except Exception as error:  # the database went away, or refused a write
+            raise VislabError(f"study {plan.study} in {plan.storage_label}: {one_line(error)}") from None
+    study.sampler = make_sampler(plan, worker, len(study.get_trials(deepcopy=False)))
+    return study
+
+
+def one_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def wait_or_set_up(study, plan: SweepPlan) -> None:
+    """A new study's setup, done by its creator; a study left half set up (its creator killed, here or on
+    another machine) is finished by the next process, which enqueues only the grid points not there yet."""
+    fresh = not study.user_attrs and not study.get_trials(deepcopy=False)
+    alone = fresh or plan.storage is None  # the journal is this machine's, and we hold its lock
+    for _ in range(0 if alone else 600):  # another machine's worker may be setting it up right now
         if study.user_attrs.get(READY):
-            return study
+            return
         time.sleep(0.1)
-    raise VislabError(f"study {plan.study} in {plan.storage_label} was never made ready; start a new one")
+    study.set_user_attr("vislab.space", describe(plan.space))
+    study.set_user_attr("vislab.metric", plan.metric)
+    queued = len(study.get_trials(deepcopy=False))
+    for params in planned_grid(plan)[queued:]:
+        study.enqueue_trial(params)
+    study.set_user_attr("vislab.trials", plan.trials)
+    study.set_user_attr(READY, True)
+
+
+def add_grid_points(study, plan: SweepPlan) -> None:
+    """A continued sweep asked for more trials than before: the grid points of the new ones, enqueued."""
+    before = int(study.user_attrs.get("vislab.trials", plan.trials))
+    if plan.trials > before:
+        for params in planned_grid(plan)[before:]:
+            study.enqueue_trial(params)
+        study.set_user_attr("vislab.trials", plan.trials)
 
 
 def planned_grid(plan: SweepPlan) -> list[dict]:
@@ -161,10 +195,12 @@ def refuse_other_space(study, plan: SweepPlan) -> None:
             f"study {plan.study} in {plan.storage_label} searches {shown(stored)}, this command "
             f"{shown(describe(plan.space))}: pass the same space, or another --study"
         )
-    if study.user_attrs.get("vislab.metric") != plan.metric:
+    direction = study.direction.name.lower()
+    if study.user_attrs.get("vislab.metric") != plan.metric or direction != plan.direction:
         raise VislabError(
-            f"study {plan.study} optimises {study.user_attrs.get('vislab.metric')}, this command "
-            f"{plan.metric}: pass the same --metric, or another --study"
+            f"study {plan.study} optimises {study.user_attrs.get('vislab.metric')} ({direction}), this "
+            f"command {plan.metric} ({plan.direction}): pass the same --metric and --direction, or another "
+            "--study"
         )
 
 
@@ -184,18 +220,39 @@ def this_worker() -> str:
     return f"{socket.gethostname()} {os.getpid()}"
 
 
-def abandoned(trial) -> bool:
-    """A running trial whose process, on this machine, is gone (killed, or its machine restarted)."""
-    host, _, pid = str(trial.user_attrs.get(WORKER, "")).rpartition(" ")
+def boot_id() -> str:
+    """This machine's boot: a process id recorded before a restart may belong to another process since."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def abandoned(trial, local: bool) -> bool:
+    """A running trial whose process is gone: on this machine and dead (or of an earlier boot), or with no
+    process marked at all (killed between being asked for and marked; `local`: the study lives in this
+    machine's journal, claimed under its lock, else after a minute)."""
+    worker = trial.user_attrs.get(WORKER)
+    if worker is None:
+        started = trial.datetime_start
+        return local or started is None or (datetime.now() - started).total_seconds() > 60
+    host, _, pid = str(worker).rpartition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return False
+    if trial.user_attrs.get(BOOT) != boot_id() or int(pid) == os.getpid():
+        return True
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
+        pass
     return False
+
+
+def mark_mine(study, trial_id: int) -> None:
+    study._storage.set_trial_user_attr(trial_id, WORKER, this_worker())
+    study._storage.set_trial_user_attr(trial_id, BOOT, boot_id())
 
 
 def counted(trials) -> list:
@@ -206,14 +263,14 @@ def claim(study, plan: SweepPlan):
     """The next trial for this process, or None when the study has all its trials."""
     with claim_lock(plan.root):
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not frozen.user_attrs.get(SURPLUS) and abandoned(frozen):
-                study._storage.set_trial_user_attr(frozen._trial_id, WORKER, this_worker())
+            if not frozen.user_attrs.get(SURPLUS) and abandoned(frozen, local=plan.storage is None):
+                mark_mine(study, frozen._trial_id)
                 return optuna.trial.Trial(study, frozen._trial_id)
         started = [t for t in counted(study.get_trials(deepcopy=False)) if t.state != TrialState.WAITING]
         if len(started) >= plan.trials:
             return None
         trial = study.ask()
-        trial.set_user_attr(WORKER, this_worker())
+        mark_mine(study, trial._trial_id)
         before = [t for t in counted(study.get_trials(deepcopy=False)) if t.number < trial.number]
         if len(before) >= plan.trials:  # another machine's worker took the last one meanwhile
             trial.set_user_attr(SURPLUS, True)

@@ -55,7 +55,10 @@ def best_score(run_dir: Path, metric: str, direction: str) -> float | None:
 def trial_config(plan: SweepPlan, params: dict, number: int):
     from vislab.api import train_config
 
-    keys = plan.shared | params | {"runs_dir": str(plan.root), "name": f"trial-{number}"}
+    # One device a trial: on a machine of several GPUs, Lightning would otherwise start DDP, whose
+    # launcher runs the whole sweep command again in each rank (`--jobs` gives each trial a GPU).
+    keys = {"trainer.devices": 1} | plan.shared | params
+    keys |= {"runs_dir": str(plan.root), "name": f"trial-{number}"}
     return train_config(plan.config, **nested(keys))
 
 
@@ -84,8 +87,9 @@ def run_trial(study, trial, plan: SweepPlan) -> None:
             raise RunStopped(continue_line(plan, name), stop.exit_code) from None
         fail(study, trial, str(stop))
         return
-    except VislabError as error:
-        fail(study, trial, str(error))
+    except Exception as error:  # VislabError, or anything else: one trial failed, the sweep goes on
+        reason = str(error) if isinstance(error, VislabError) else f"{type(error).__name__}: {error}"
+        fail(study, trial, reason.strip().splitlines()[0] if reason.strip() else type(error).__name__)
         return
     score = best_score(run_dir, plan.metric, plan.direction)
     if pruning.pruned_at is not None:
