@@ -46,6 +46,12 @@ def test_missing_dataset_path(cli, runs, tmp_path):
     )
 
 
+@pytest.mark.parametrize("name", ["../escape", "/tmp/anywhere", ".hidden", "a/b"])
+def test_a_run_name_is_a_name_not_a_path(cli, runs, tmp_path, name):
+    assert_one_line_error(train(cli, runs, f"name={name}"), "a run name is a folder name, not a path")
+    assert not (runs.parent / "escape").exists()
+
+
 def test_empty_folder(cli, runs, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(train(cli, runs, f"data=folder:{tmp_path}/empty"), "no class folders with images")

@@ -106,6 +106,15 @@ def test_the_form_means_the_same_words_as_the_cli():
         bad[field] = value
         with pytest.raises(VislabError, match=says):
             config_of(train_args(*bad))
+    # The page writes only inside its runs folder: run names are names, the folders are the server's.
+    for extra, says in (
+        ("runs_dir=/tmp", "runs_dir is the server's"),
+        ("data_dir=/", "data_dir is the server's"),
+    ):
+        with pytest.raises(VislabError, match=says):
+            train_args(*form[:9], extra, "")
+    with pytest.raises(VislabError, match="a run name is a folder name"):
+        config_of(train_args(*form[:10], "../escape"))
     form[5], form[9] = None, "epochs=zero"
     with pytest.raises(VislabError, match="epochs"):
         config_of(train_args(*form))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vislab.errors import VislabError, unknown_name
 from vislab.files import write_atomically
@@ -149,8 +149,17 @@ class Config(Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
     seed: int = 0
-    name: str | None = None  # run name; default: <data>-<model>-<n>
+    name: str | None = None  # the run folder's name under runs_dir; default: <data>-<model>-<n>
     runs_dir: str = "runs"
+
+    @field_validator("name")
+    @classmethod
+    def a_name_not_a_path(cls, name: str | None) -> str | None:
+        # `name=../elsewhere` would put the run folder outside runs_dir (from the web page too).
+        if name is not None and ("/" in name or "\\" in name or name.startswith(".")):
+            raise ValueError("a run name is a folder name, not a path: no '/', not starting with '.'")
+        return name
+
     report: bool = True  # write runs/<name>/report/ when training ends (vislab report RUN writes it later)
     # A resumable checkpoint every this many minutes within long epochs (0 = only at epoch ends): what a
     # machine that vanishes without a signal (kill -9, power loss) can lose at most.
@@ -255,7 +264,10 @@ def build_config(values: dict[str, Any]) -> Config:
             parts.pop()
         key = ".".join(parts)
         # A union fails once per branch: "a valid boolean ... or 'alternate'".
-        located = [(".".join(map(str, p["loc"])), p["msg"].lower()) for p in error.errors()]
+        located = [
+            (".".join(map(str, p["loc"])), p["msg"].lower().removeprefix("value error, "))
+            for p in error.errors()
+        ]
         branches = [msg for loc, msg in located if loc == key or loc.startswith(key + ".")]
         given, expected = problem.get("input"), " or ".join(dict.fromkeys(branches))
         raise VislabError(f"config key '{key}': {expected} (got {given!r})") from None

@@ -3,7 +3,9 @@ old file or the new one. Everything vislab writes for a user goes through `repla
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +18,12 @@ def replacing(path: Path) -> Iterator[Path]:
     ends and removed when it fails or is stopped (a stop signal raises where the program stands): readers
     see the old file or the new one, never half of one."""
     path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix kept: readers go by it
-    remove(temporary)  # left by a process that was killed outright
+    # A name of this process's own (two processes may write one file: the web UI's jobs, a sweep's
+    # workers), the suffix kept: readers go by it.
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    for stale in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp{glob.escape(path.suffix)}"):
+        if not process_alive(stale.name.removeprefix(f".{path.stem}.").split(".")[0]):
+            remove(stale)  # left by a process that was killed outright
     try:
         yield temporary
         if temporary.is_dir() and path.is_dir():  # a folder cannot be renamed over another
@@ -31,6 +37,19 @@ def replacing(path: Path) -> Iterator[Path]:
     except BaseException:
         remove(temporary)
         raise
+
+
+def process_alive(pid: int | str) -> bool:
+    """Whether a process of this id runs on this machine (one of another user's counts as running)."""
+    if not str(pid).isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def remove(path: Path) -> None:

@@ -27,6 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from vislab.errors import VislabError
+from vislab.files import process_alive
 from vislab.sweeps.space import Space, describe, grid_points
 
 PRUNERS = ("none", "median", "hyperband")
@@ -239,15 +240,7 @@ def abandoned(trial, local: bool) -> bool:
     host, _, pid = str(worker).rpartition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    if trial.user_attrs.get(BOOT) != boot_id() or int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
-    return False
+    return trial.user_attrs.get(BOOT) != boot_id() or int(pid) == os.getpid() or not process_alive(pid)
 
 
 def mark_mine(study, trial_id: int) -> None:

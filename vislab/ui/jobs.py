@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vislab.errors import VislabError
+from vislab.files import process_alive
 from vislab.plugins import import_arguments
 
 RUN_FOLDER_LINE = re.compile(r"^vislab: run folder (.+)$", re.MULTILINE)
@@ -160,13 +161,3 @@ def run_state(run_dir: Path, progress: dict | None = None) -> str:
     if pid and process_alive(pid):
         return "training"
     return "stopped" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "new"
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,6 +22,7 @@ from vislab.ui.common import Context, failure, guarded
 from vislab.ui.uploads import data_spec, unpack_zip
 
 HYPERPARAMETERS = ("epochs", "batch_size", "optim.lr", "image_size")
+SERVER_KEYS = ("runs_dir", "data_dir")  # where the server writes: not the page's to choose
 DEFAULT_MODEL = "(the task's default)"
 DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)  # a dataset download's tqdm bar, shown on the page
 
@@ -64,6 +65,11 @@ def train_args(recipe, source, dataset, folder, model, epochs, batch, lr, size, 
     if model and model != DEFAULT_MODEL:
         words.append(f"model={model}")
     words += [line.strip() for line in (extra or "").splitlines() if line.strip()]
+    for word in words:
+        if word.split("=", 1)[0].strip() in SERVER_KEYS:  # the page writes only inside its runs folder
+            raise VislabError(
+                f"{word.split('=', 1)[0].strip()} is the server's: vislab ui --runs DIR sets it"
+            )
     for key, value in zip(HYPERPARAMETERS, (epochs, batch, lr, size)):
         if value is not None and str(value).strip():
             words.append(f"{key}={str(value).strip()}")
