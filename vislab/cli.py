@@ -153,13 +153,12 @@ def run_train(args) -> None:
 
 
 def run_sweep(args) -> None:
-    from vislab.config import parse_overrides
-    from vislab.sweeps import plan_sweep, run_sweep
-    from vislab.sweeps.trials import shown
+    from vislab.sweeps import sweep
+    from vislab.sweeps.table import best_line
 
-    plan = plan_sweep(
+    result = sweep(
         args.config,
-        parse_overrides(args.overrides),
+        overrides=args.overrides,
         trials=args.trials,
         jobs=args.jobs,
         study=args.study,
@@ -169,13 +168,10 @@ def run_sweep(args) -> None:
         direction=args.direction,
         imports=args.imports,
     )
-    result = run_sweep(plan)
     info = result.info
-    print(f"{result.path}: {info['done']} of {info['trials']} trials done")
+    print(f"{result.path}: {info['done']} of {info['trials']} trials done; {best_line(info)}")
     if info["best"]:
-        best = info["best"]
-        print(f"best: trial {best['trial']} {shown(best['params'])}: {info['metric']} {best['value']:.4f}")
-        print(f"best run: {best['run']}")
+        print(f"best run: {info['best']['run']}")
     print(f"wrote {result.path / 'sweep.csv'} and {result.path / 'sweep.html'}")
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from vislab.errors import RunStopped, Stopped, VislabError
 from vislab.sweeps.space import Space, flat, grid_points, nested, split_space
 from vislab.sweeps.study import PRUNERS, SweepPlan, continue_line, default_study_name, open_study
+from vislab.sweeps.table import best_line
 
 __all__ = ["Sweep", "SweepPlan", "plan_sweep", "run_sweep", "sweep"]
 
@@ -120,10 +121,10 @@ def run_sweep(plan: SweepPlan) -> Sweep:
     from vislab.stopping import STOP
     from vislab.sweeps.trials import work
 
-    open_study(plan)  # created (and its grid enqueued) once, before any job joins it
     if plan.jobs == 1:
         work(plan)
         return Sweep(plan.root)
+    open_study(plan)  # created (and its grid enqueued) once, before any job joins it
     import torch
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -195,9 +196,8 @@ class Sweep:
 
     def _repr_html_(self) -> str:
         info = self.info
-        best = info["best"]
-        shown = f"best: trial {best['trial']}, {info['metric']} {best['value']:.4f}" if best else "none done"
-        head = f"<b>{html.escape(self.path.name)}</b>: {info['done']} of {info['trials']} trials; {shown}"
+        done = f"{info['done']} of {info['trials']} trials; {best_line(info)}"
+        head = f"<b>{html.escape(self.path.name)}</b>: {html.escape(done)}"
         return head + self.trials.to_html(index=False)
 
 
@@ -213,6 +213,7 @@ def sweep(
     metric: str | None = None,
     direction: str | None = None,
     overrides: Iterable[str] | str | None = None,
+    imports: Iterable[str] = (),
     **keys: Any,
 ) -> Sweep:
     """Runs a sweep as `vislab sweep` does and returns it: `keys` as `vislab.train` takes them, a space
@@ -224,6 +225,6 @@ def sweep(
     values = merge(plain(keys), parse_overrides(words))
     plan = plan_sweep(
         config, values, trials=trials, jobs=jobs, study=study, storage=storage, prune=prune,
-        metric=metric, direction=direction,
+        metric=metric, direction=direction, imports=imports,
     )  # fmt: skip
     return run_sweep(plan)

@@ -59,7 +59,19 @@ def write_results(study, plan: SweepPlan) -> None:
         },  # fmt: skip
     }
     write_json(plan.root / "sweep.json", info)
-    write_html(plan.root / "sweep.html", f"sweep {plan.study}", sections(study, plan, header, rows))
+    write_html(plan.root / "sweep.html", f"sweep {plan.study}", sections(study, info, header, rows))
+
+
+def shown(params: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+
+
+def best_line(info: dict) -> str:
+    """The best trial in one line (sweep.json's `info`), as the command, the page and notebooks show it."""
+    best = info["best"]
+    if not best:
+        return "no trial has completed yet"
+    return f"best: trial {best['trial']} {shown(best['params'])}: {info['metric']} {best['value']:.4f}"
 
 
 def best_trial(study):
@@ -69,19 +81,13 @@ def best_trial(study):
         return None
 
 
-def sections(study, plan: SweepPlan, header: list[str], rows: list[list]) -> list[Section]:
-    done = sum(row[1] in ("complete", "pruned") for row in rows)
-    best = best_trial(study)
-    goal = "highest" if plan.direction == "maximize" else "lowest"
+def sections(study, info: dict, header: list[str], rows: list[list]) -> list[Section]:
+    goal = "highest" if info["direction"] == "maximize" else "lowest"
+    line = best_line(info)
     summary = (
-        f"{done} of {plan.trials} trials done; {plan.metric}, {goal} best; storage {plan.storage_label}. "
-        + (
-            f"Best: trial {best.number}, {plan.metric} {best.value:.4f}, "
-            + " ".join(f"{k}={v}" for k, v in best.params.items())
-            + f", run {best.user_attrs.get('run', '')}"
-            if best
-            else "No trial has finished yet."
-        )
+        f"{info['done']} of {info['trials']} trials done; {info['metric']}, {goal} best; storage "
+        f"{info['storage']}. {line[0].upper()}{line[1:]}"
+        + (f", run {info['best']['run']}" if info["best"] else "")
     )
     found = [Section("trials", "Trials", tables=[Table(header, rows)], note=summary)]
     figures = optuna_figures(study)

@@ -20,7 +20,7 @@ from vislab.runs import read_metrics
 from vislab.stopping import STOP
 from vislab.sweeps.space import nested
 from vislab.sweeps.study import SweepPlan, claim, claim_lock, continue_line, open_study
-from vislab.sweeps.table import write_results
+from vislab.sweeps.table import shown, write_results
 
 
 class EpochPruning(PyTorchLightningPruningCallback):
@@ -145,10 +145,6 @@ def claim_whole(study, plan: SweepPlan):
     if held is not None:
         raise Stopped(held)
     return trial
-
-
-def shown(params: dict) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def share_machine(jobs: int, index: int, gpus: int) -> None:

@@ -48,17 +48,15 @@ def run_path(context: Context, name: str) -> Path:
 def sweep_view(context: Context, study: str) -> tuple[str, dict, list[str]]:
     """A sweep's line (progress, the best trial, where its plots are), its table, and its best run."""
     from vislab.sweeps import Sweep
+    from vislab.sweeps.table import best_line
 
     if study not in sweeps(context):
         raise VislabError(f"no sweep {study!r} in {context.runs_dir}")
     found = Sweep(context.runs_dir / study)
     info, trials = found.info, found.trials.drop(columns=["worker"])
     trials["run"] = [Path(r).name for r in trials["run"].fillna("")]
-    line = f"**{study}**: {info['done']} of {info['trials']} trials done, {info['metric']}"
     best = info["best"]
-    if best:
-        shown = " ".join(f"{k}={v}" for k, v in best["params"].items())
-        line += f"; best: trial {best['trial']} ({shown}), {best['value']:.4f}"
+    line = f"**{study}**: {info['done']} of {info['trials']} trials done; {best_line(info)}"
     line += f" · Optuna's plots: {found.path / 'sweep.html'}"
     table = {"headers": list(trials.columns), "data": trials.fillna("").values.tolist()}
     opened = [f"{study}/trial-{best['trial']}"] if best else []
