@@ -28,7 +28,8 @@ def backbone_features(items: list[Item], batch_size: int = 64) -> np.ndarray:
     """Pooled features of the frozen backbone for every item, in item order."""
     from vislab.models.timm_models import PACKAGED_WEIGHTS, pretrained_backbone
 
-    model = pretrained_backbone(BACKBONE, 3).eval()
+    # Channels-last: oneDNN's convolutions run about twice as fast on a CPU, with the same features.
+    model = pretrained_backbone(BACKBONE, 3).eval().to(memory_format=torch.channels_last)
     weights = PACKAGED_WEIGHTS[BACKBONE]
     preprocess = Preprocess(3, FEATURE_SIZE, weights.mean, weights.std)
     features = []
@@ -36,7 +37,8 @@ def backbone_features(items: list[Item], batch_size: int = 64) -> np.ndarray:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             images = torch.stack([preprocess.read(item_image(item)) for item in chunk])
-            features.append(model(preprocess.normalise(images)))
+            images = preprocess.normalise(images).contiguous(memory_format=torch.channels_last)
+            features.append(model(images))
     return torch.cat(features).numpy()
 
 
