@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from vislab.checkpoint import load_checkpoint
+from vislab.cli import main
 from vislab.data.seg_augment import SegmentationAugment
 from vislab.errors import VislabError
 from vislab.tasks import load_config
 
-from conftest import QUIET, kill_when, run_subprocess, small_copy
+from conftest import QUIET, kill_when, small_copy
 
 
 @pytest.mark.parametrize(
@@ -135,7 +136,7 @@ def test_an_in_memory_segmentation_run_killed_and_resumed_ends_exactly_like_an_u
 ):
     data = small_copy(camvid, tmp_path / "camvid", train=64, val=4)
     args = seg_args(data, tmp_path, "full", "epochs=4")[1:]
-    assert run_subprocess("train", *args).code == 0
+    assert main(["train", *map(str, args)]) == 0  # only the killed run needs a process of its own
     killed = [a.replace("name=full", "name=killed") for a in args]
     process = subprocess.Popen(
         [sys.executable, "-m", "vislab", "train", *map(str, killed)],
@@ -149,7 +150,7 @@ def test_an_in_memory_segmentation_run_killed_and_resumed_ends_exactly_like_an_u
 
     kill_when(process, lambda: rows() >= 2, "its second epoch's row")  # so, during the third epoch
     assert rows() < 4
-    assert run_subprocess("train", "--resume", tmp_path / "killed").code == 0
+    assert main(["train", "--resume", str(tmp_path / "killed")]) == 0
     full = load_checkpoint(tmp_path / "full", prefer="last").state_dict
     resumed = load_checkpoint(tmp_path / "killed", prefer="last").state_dict
     assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)

@@ -7,6 +7,8 @@ import pytest
 import torch
 import yaml
 
+from vislab.cli import main
+
 from conftest import QUIET, copy_classes, kill_when, run_subprocess
 
 
@@ -133,8 +135,7 @@ RESUME_RUN = [
 
 
 def test_a_run_killed_with_sigkill_and_resumed_ends_exactly_like_an_uninterrupted_one(tmp_path):
-    full = run_subprocess("train", f"runs_dir={tmp_path}", "name=full", *RESUME_RUN)
-    assert full.code == 0, full.err
+    assert main(["train", f"runs_dir={tmp_path}", "name=full", *RESUME_RUN]) == 0  # the kill needs a process
     command = [sys.executable, "-m", "vislab", "train", f"runs_dir={tmp_path}", "name=killed", *RESUME_RUN]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = tmp_path / "killed" / "metrics.csv"
@@ -142,8 +143,7 @@ def test_a_run_killed_with_sigkill_and_resumed_ends_exactly_like_an_uninterrupte
     # middle of the third epoch, or in the second's checkpoint save, which is atomic either way.
     kill_when(process, lambda: metrics.is_file() and len(read_rows(metrics)) >= 2, "its second epoch's row")
     assert len(read_rows(metrics)) < 5
-    resumed = run_subprocess("train", "--resume", tmp_path / "killed")
-    assert resumed.code == 0, resumed.err
+    assert main(["train", "--resume", str(tmp_path / "killed")]) == 0
 
     def results(name):
         rows = read_rows(tmp_path / name / "metrics.csv")
