@@ -78,7 +78,7 @@ def test_torchrun_makes_one_run_folder_and_validates_every_image_once(two_proces
     assert run.summary["val_size"] == 359 and len(run.metrics) == 2
     # One process evaluating best.ckpt counts each of the 359 images once, as the two ranks did.
     metrics = run.load().evaluate()
-    best = run.metrics.loc[run.summary["best_epoch"]]
+    best = run.metrics.set_index("epoch").loc[run.summary["best_epoch"]]
     assert metrics["images"] == 359
     assert metrics["top1"] == pytest.approx(best["val_top1"], abs=1e-6)
     assert metrics["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
@@ -106,7 +106,7 @@ def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_bit_for_
     code, output = finished(stopped)
     assert code != 0
     # Rank 1 got the signal; both ranks stopped after the same step, rank 0 saved it.
-    assert output.count("stopped by SIGTERM at epoch 0, batch 4/") == 2, output
+    assert output.count("stopped by SIGTERM at epoch 1, batch 4/") == 2, output
     run = tmp_path / "cut"
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "summary.json").exists()
     code, output = finished(torchrun("train", "--resume", run, "trainer.devices=2"))

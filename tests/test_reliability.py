@@ -102,7 +102,7 @@ def test_sigterm_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(tmp_path,
     code, err, run = stop_mid_epoch(tmp_path, DIGITS, "SIGTERM", batch=101 + 21)
     assert code == 143, err
     message = err.strip().splitlines()[-1]
-    assert message.startswith("vislab: stopped by SIGTERM at epoch 1, batch 21/101")
+    assert message.startswith("vislab: stopped by SIGTERM at epoch 2, batch 21/101")
     assert f"vislab train --resume {run}" in message and "Traceback" not in err
     assert position(run) == (1, 21)  # 1,616 digits / 16 = 101 batches an epoch
     assert not (run / "summary.json").exists()
@@ -190,7 +190,7 @@ def test_a_diverging_loss_stops_before_the_weights_change_and_resumes_with_a_low
     diverged = cli("train", "--resume", run, "epochs=2", "optim.lr=1e30")
     assert diverged.code == 1, diverged.err
     message = diverged.err.strip().splitlines()[-1]
-    assert "the training loss became" in message and "at epoch 1, batch" in message
+    assert "the training loss became" in message and "at epoch 2, batch" in message
     assert "last good checkpoint) is untouched" in message and f"--resume {run} optim.lr=1e+29" in message
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
     # Resumed at a fifth of the rate, the restored schedule is scaled to it, and the run finishes.

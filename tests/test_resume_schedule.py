@@ -62,7 +62,7 @@ def test_an_extended_run_resumes_bit_for_bit(cli, tmp_path, monkeypatch):
     # Stopped in the middle of the second extra epoch, then resumed as it is.
     send_at(monkeypatch, "vislab.resilience.RunGuard.on_train_batch_end", signal.SIGTERM, nth=12 + 5)
     stopped = cli("train", "--resume", tmp_path / "stopped", "epochs=3")
-    assert stopped.code == 143 and "stopped by SIGTERM at epoch 2, batch 5/12" in stopped.err
+    assert stopped.code == 143 and "stopped by SIGTERM at epoch 3, batch 5/12" in stopped.err
     monkeypatch.undo()
     assert cli("train", "--resume", tmp_path / "stopped").code == 0
     assert learning_rates(tmp_path / "stopped") == learning_rates(tmp_path / "whole")

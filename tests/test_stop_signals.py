@@ -155,8 +155,8 @@ def test_a_signal_during_check_and_augment(cli, tmp_path, cifar_jpgs, monkeypatc
 
 
 def test_a_second_ctrl_c_stops_at_once_while_the_checkpoint_is_saved(cli, tmp_path, monkeypatch):
-    # The first Ctrl-C in epoch 1 asks for a checkpoint; the second comes as that checkpoint is saved (the
-    # third save: best.ckpt and last.ckpt of epoch 0 were the first two).
+    # The first Ctrl-C in epoch 2 asks for a checkpoint; the second comes as that checkpoint is saved (the
+    # third save: best.ckpt and last.ckpt of epoch 1 were the first two).
     send_at(monkeypatch, "vislab.resilience.RunGuard.on_train_batch_end", signal.SIGINT, nth=25 + 3)
     send_at(monkeypatch, "vislab.checkpoint.AtomicCheckpointIO.save_checkpoint", signal.SIGINT, nth=3)
     result = train(cli, tmp_path, "epochs=2", "checkpoint_every_min=0")
@@ -169,4 +169,4 @@ def test_a_second_ctrl_c_stops_at_once_while_the_checkpoint_is_saved(cli, tmp_pa
     checkpoints = run / "checkpoints"
     assert not list(checkpoints.glob(".*.tmp*"))
     monkeypatch.undo()
-    assert cli("train", "--resume", run).code == 0  # from epoch 0's checkpoint, which was left whole
+    assert cli("train", "--resume", run).code == 0  # from epoch 1's checkpoint, which was left whole

@@ -155,7 +155,7 @@ def test_a_sweep_stopped_then_killed_continues_with_the_same_command_and_runs_no
     ]
     assert (study / "trial-0" / "metrics.csv").stat().st_mtime_ns == finished_first
     for trial in range(3):  # each epoch of each trial exactly once
-        assert [row["epoch"] for row in read_metrics(study / f"trial-{trial}")] == [0, 1]
+        assert [row["epoch"] for row in read_metrics(study / f"trial-{trial}")] == [1, 2]
     stored = optuna.load_study(
         study_name="k",
         storage=optuna.storages.JournalStorage(

@@ -61,7 +61,7 @@ class RunGuard(L.Callback):
             trainer.save_checkpoint(self.last, weights_only=False)
             self.saved_at = time.monotonic()
         if stop:
-            where = f"epoch {trainer.current_epoch}, batch {batch_idx + 1}/{trainer.num_training_batches}"
+            where = f"epoch {trainer.current_epoch + 1}, batch {batch_idx + 1}/{trainer.num_training_batches}"
             raise self.stopped(where)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -82,10 +82,10 @@ class RunGuard(L.Callback):
         """After training: a run that a signal stopped at an epoch's end before its last says so, like one
         stopped mid-epoch. (A signal in the last epoch stops the run after its summary: vislab.training.)"""
         if self.cut_short:
-            raise self.stopped(f"the end of epoch {trainer.current_epoch - 1}")
+            raise self.stopped(f"the end of epoch {trainer.current_epoch}")
 
     def non_finite_message(self, trainer, pl_module, loss: torch.Tensor) -> str:
-        where = f"epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx + 1}"
+        where = f"epoch {trainer.current_epoch + 1}, batch {trainer.fit_loop.epoch_loop.batch_idx + 1}"
         lower = f"optim.lr={pl_module.config.optim.lr / 10:g}"
         if self.last.is_file():
             kept = f"{self.last} (the last good checkpoint) is untouched"

@@ -69,7 +69,7 @@ class EpochLog(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        row = {"epoch": trainer.current_epoch}
+        row = {"epoch": trainer.current_epoch + 1}  # counted from 1, as people count (Lightning: from 0)
         row |= {
             k: round(metrics[k], 6) for k in self.columns if k.startswith(("train_", "val_")) and k in metrics
         }

@@ -54,10 +54,10 @@ def training_curves(
 
 def live_curves(points: list[dict], rows: list[dict]) -> Figure:
     """A run while it trains: training loss and learning rate within epochs (`points` of progress.json),
-    validation loss and scores at each epoch's end (metrics.csv `rows`); x counts epochs done (1.0 is
-    the end of the first)."""
+    validation loss and scores at each epoch's end (metrics.csv `rows`, whose epochs count from 1); x
+    counts epochs done (1.0 is the end of the first, where the row of epoch 1 is drawn)."""
     fig, (loss, scores, lr) = figure_with_axes(1, 3, figsize=(15, 3.6))
-    ends = [r["epoch"] + 1 for r in rows]
+    ends = [r["epoch"] for r in rows]
     loss.plot([p["epoch"] for p in points], [p["train_loss"] for p in points], label="train")
     lr.plot([p["epoch"] for p in points], [p["lr"] for p in points], label="learning rate")
     if rows and "val_loss" in rows[0]:
