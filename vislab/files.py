@@ -52,6 +52,33 @@ def process_alive(pid: int | str) -> bool:
     return True
 
 
+def boot_id() -> str:
+    """This machine's boot: a process id recorded before a restart may belong to another process since."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_identity(pid: int | str) -> str | None:
+    """A process beyond its id: the boot and its start time (clock ticks since boot), so that an id that
+    another process took after a kill or a restart never passes for the first. None where the process is
+    gone, or where the system has no /proc."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return f"{boot_id()}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, after the command's name
+
+
+def same_process(pid: int | str | None, identity: str | None) -> bool:
+    """Whether `pid` is alive and is still the process recorded as `identity` (where none could be
+    recorded: alive)."""
+    if not pid or not process_alive(pid):
+        return False
+    return identity is None or process_identity(pid) in (identity, None)
+
+
 def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from vislab.files import write_json
+from vislab.files import process_identity, write_json
 
 POINTS_KEPT = 2000  # curve points kept in the file; older ones are thinned to every other one
 
@@ -28,6 +28,7 @@ class LiveProgress(L.Callback):
         self.loss_sum: torch.Tensor | None = None  # on the training device: no sync per step
         self.loss_count = self.images = 0
         self.written_at = self.window_start = 0.0
+        self.identity = process_identity(os.getpid())
 
     def on_train_start(self, trainer, pl_module) -> None:
         # A resumed run keeps the curve its checkpoint saw and drops what came after it.
@@ -97,6 +98,7 @@ class LiveProgress(L.Callback):
             {
                 "state": state,
                 "pid": os.getpid(),
+                "process": self.identity,  # so that a stop never reaches another process given this id
                 "updated": time.time(),
                 "epoch": trainer.current_epoch,
                 "epochs": epochs,

@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from vislab.errors import VislabError
-from vislab.files import process_alive
+from vislab.files import boot_id, process_alive
 from vislab.sweeps.space import Space, describe, grid_points
 
 PRUNERS = ("none", "median", "hyperband")
@@ -219,14 +219,6 @@ def claim_lock(root: Path) -> Iterator[None]:
 
 def this_worker() -> str:
     return f"{socket.gethostname()} {os.getpid()}"
-
-
-def boot_id() -> str:
-    """This machine's boot: a process id recorded before a restart may belong to another process since."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 def abandoned(trial, local: bool) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vislab.errors import VislabError
-from vislab.files import process_alive
+from vislab.files import same_process
 from vislab.plugins import import_arguments
 
 RUN_FOLDER_LINE = re.compile(r"^vislab: run folder (.+)$", re.MULTILINE)
@@ -63,12 +63,17 @@ class JobQueue:
         threading.Thread(target=self.work, daemon=True, name="vislab-jobs").start()
 
     def submit(self, args: list[str], command: str = "train") -> Job:
-        self.logs.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            number = len(self.jobs) + 1
-            job = Job(number, args, self.logs / f"job-{number}-{int(time.time())}.log", command)
-            self.jobs.append(job)
+            job = self.add(args, command)
         self.wakeup.set()
+        return job
+
+    def add(self, args: list[str], command: str, run_dir: Path | None = None) -> Job:
+        """A queued job (the caller holds the lock)."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        number = len(self.jobs) + 1
+        job = Job(number, args, self.logs / f"job-{number}-{int(time.time())}.log", command, run_dir=run_dir)
+        self.jobs.append(job)
         return job
 
     def train(self, config_args: list[str], command: str = "train") -> Job:
@@ -76,11 +81,18 @@ class JobQueue:
         return self.submit([*config_args, f"runs_dir={self.runs_dir}", "trainer.progress_bar=false"], command)
 
     def resume(self, run_dir: Path) -> Job:
+        """One resume of a run at a time: a second click while one is queued or running is refused."""
         if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            raise VislabError(f"cannot resume {run_dir}: it has no checkpoints/last.ckpt")
-        if self.running_in(run_dir):
-            raise VislabError(f"{run_dir.name} is still training")
-        return self.submit(["--resume", str(run_dir)])
+            raise VislabError(f"cannot resume {run_dir.name}: it has no checkpoint yet")
+        with self.lock:
+            waiting = self.running_in(run_dir)
+            if waiting is not None:
+                raise VislabError(f"{run_dir.name} is already {waiting.state} (job {waiting.number})")
+            if training_process(read_progress(run_dir)):
+                raise VislabError(f"{run_dir.name} is still training")
+            job = self.add(["--resume", str(run_dir)], "train", run_dir)
+        self.wakeup.set()
+        return job
 
     def current(self) -> Job | None:
         return next((job for job in self.jobs if job.state == "running"), None)
@@ -89,6 +101,15 @@ class JobQueue:
         return next(
             (j for j in self.jobs if j.state in ("running", "queued") and j.find_run_dir() == run_dir), None
         )
+
+    def cancel_queued(self) -> str:
+        with self.lock:
+            waiting = [job for job in self.jobs if job.state == "queued"]
+            for job in waiting:
+                job.state = "cancelled"
+        if not waiting:
+            raise VislabError("no job is waiting in the queue")
+        return "cancelled: " + ", ".join(f"job {job.number}" for job in waiting)
 
     def stop(self, job: Job) -> str:
         """Queued: cancelled. Running: SIGTERM (a checkpoint after the current step, then exit)."""
@@ -152,12 +173,18 @@ def read_progress(run_dir: Path) -> dict:
         return {}
 
 
+def training_process(progress: dict) -> int | None:
+    """The id of the process that trains the run of `progress` (progress.json), if it is alive and still
+    that process: never another that was given the same id after a kill or a restart."""
+    pid = progress.get("pid")
+    return int(pid) if same_process(pid, progress.get("process")) else None
+
+
 def run_state(run_dir: Path, progress: dict | None = None) -> str:
     """finished (summary.json), training (its process is alive), stopped (resumable), or new; `progress`
     is the run's progress.json when the caller has already read it."""
     if (run_dir / "summary.json").is_file():
         return "finished"
-    pid = (read_progress(run_dir) if progress is None else progress).get("pid")
-    if pid and process_alive(pid):
+    if training_process(read_progress(run_dir) if progress is None else progress):
         return "training"
     return "stopped" if (run_dir / "checkpoints" / "last.ckpt").is_file() else "new"

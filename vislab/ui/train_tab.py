@@ -4,17 +4,17 @@ its curves (updated within epochs from progress.json) and its log."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
 import gradio as gr
-import matplotlib.pyplot as plt
 
 from vislab.errors import VislabError
 from vislab.reports.plots import live_curves
 from vislab.runs import read_metrics
 from vislab.ui.common import Context, guarded, run_folders
-from vislab.ui.jobs import Job, log_tail, read_progress, run_state
+from vislab.ui.jobs import Job, log_tail, read_progress, run_state, training_process
 from vislab.ui.setup_tab import Setup, config_of, train_args
 
 CURRENT = "(current job)"
@@ -40,7 +40,7 @@ def describe(run_dir: Path | None, job: Job | None) -> str:
     state = run_state(run_dir, progress)
     head = f"**{run_dir.name}**: {state}"
     if job is not None and job.state in ("stopped", "failed") and state != "finished":
-        head += f" (job {job.number} {job.state}, exit code {job.exit_code})"
+        head += f" ({job_words(job)})"
     if not progress:
         return head
     epochs, batches = progress["epochs"], progress["batches"]
@@ -53,6 +53,20 @@ def describe(run_dir: Path | None, job: Job | None) -> str:
     return head + " · " + " · ".join(parts)
 
 
+def job_words(job: Job) -> str:
+    """How a job ended, in words rather than exit codes."""
+    if job.state == "stopped":
+        return "stopped on request; its last checkpoint is kept: Resume continues from it"
+    if job.exit_code == 2:
+        return "refused: the log below says why"
+    return "failed: the log below says why"
+
+
+def page_words(log: str) -> str:
+    """The log as the page shows it: where a line tells a shell user what to type, the button to press."""
+    return re.sub(r"continue with: vislab train --resume \S+", "press Resume to continue", log)
+
+
 def curves(run_dir: Path | None):
     """The run's live curves as one figure (None before the first point)."""
     if run_dir is None:
@@ -61,9 +75,7 @@ def curves(run_dir: Path | None):
     rows = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else []
     if not points and not rows:
         return None
-    figure = live_curves(points, rows)
-    plt.close(figure)  # Gradio renders it; pyplot need not keep it
-    return figure
+    return live_curves(points, rows)  # a Figure of its own: no pyplot state shared between threads
 
 
 def curve_version(run_dir: Path | None) -> tuple | None:
@@ -90,6 +102,7 @@ def build(context: Context, setup: Setup) -> None:
         start = gr.Button("Start (or queue)", variant="primary", elem_id="start")
         stop = gr.Button("Stop (saves a checkpoint)", variant="stop", elem_id="stop")
         resume = gr.Button("Resume", elem_id="resume")
+        cancel = gr.Button("Cancel queued jobs", elem_id="cancel-queued")
         run = gr.Dropdown([CURRENT], value=CURRENT, label="run shown", elem_id="train-run", scale=2)
     message = gr.Markdown(elem_id="train-message")
     status = gr.Markdown(elem_id="train-status")
@@ -109,12 +122,13 @@ def build(context: Context, setup: Setup) -> None:
         run_dir, job = selected_run(context, choice)
         if job is not None and job.state in ("running", "queued"):
             return context.jobs.stop(job)
-        progress = read_progress(run_dir) if run_dir else {}
-        if run_dir is not None and run_state(run_dir, progress) == "training" and progress.get("pid"):
-            pid = progress["pid"]
-            os.kill(pid, signal.SIGTERM)  # a run started elsewhere (a shell): the same stop
-            return f"asked {run_dir.name} (process {pid}) to stop"
-        raise VislabError("nothing is training to stop")
+        # A run started elsewhere (a shell): the same stop, sent only to the process that trains it now,
+        # never to another that was given its recorded id since (after a kill or a restart).
+        pid = training_process(read_progress(run_dir)) if run_dir else None
+        if pid is None:
+            raise VislabError("nothing is training to stop")
+        os.kill(pid, signal.SIGTERM)
+        return f"asked {run_dir.name} to stop; it saves a checkpoint after the current step"
 
     @guarded(1)
     def resume_job(choice):
@@ -137,7 +151,7 @@ def build(context: Context, setup: Setup) -> None:
             describe(run_dir, job),
             figure,
             queue_table(context),
-            log_tail(job),
+            page_words(log_tail(job)),
             gr.update(choices=names),
             now,
         )
@@ -145,6 +159,7 @@ def build(context: Context, setup: Setup) -> None:
     start.click(start_job, setup.inputs, [message, run])
     stop.click(stop_job, run, message)
     resume.click(resume_job, run, [message, run])
+    cancel.click(guarded(0)(lambda: context.jobs.cancel_queued()), None, message)
     live = [message, status, plot, queue, log, run, drawn]
     gr.Timer(REFRESH_S).tick(refresh, [run, drawn], live, show_progress="hidden")
     run.change(refresh, [run, drawn], live, show_progress="hidden")

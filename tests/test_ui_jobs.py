@@ -1,0 +1,69 @@
+"""The web UI's job queue and Stop without a browser: a stop reaches only the process that trains the run
+(never another given its recorded id after a kill or a restart), a run is resumed once however often
+Resume is pressed, queued jobs can be cancelled, and exit codes and shell advice become words."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vislab.errors import VislabError
+from vislab.files import process_identity
+from vislab.ui.jobs import Job, JobQueue, run_state, training_process
+from vislab.ui.train_tab import job_words, page_words
+
+
+@pytest.fixture
+def sleeper():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_stop_reaches_only_the_process_recorded_for_the_run(tmp_path, sleeper):
+    run = tmp_path / "run"
+    run.mkdir()
+    progress = {"pid": sleeper.pid, "process": process_identity(sleeper.pid)}
+    (run / "progress.json").write_text(json.dumps(progress))
+    assert training_process(progress) == sleeper.pid and run_state(run) == "training"
+    # The same id, but the record is of another process (an earlier boot, or one that died since).
+    reused = progress | {"process": "another-boot:12345"}
+    (run / "progress.json").write_text(json.dumps(reused))
+    assert training_process(reused) is None and run_state(run) == "new"
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert run_state(run) == "stopped"
+    assert sleeper.poll() is None  # nothing was sent to it
+
+
+def test_a_run_is_resumed_once_and_queued_jobs_can_be_cancelled(tmp_path, monkeypatch):
+    monkeypatch.setattr(JobQueue, "work", lambda self: None)  # jobs stay queued: nothing is started
+    queue = JobQueue(tmp_path)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(VislabError, match="cannot resume run: it has no checkpoint yet"):
+        queue.resume(run)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    first = queue.resume(run)
+    with pytest.raises(VislabError, match=r"run is already queued \(job 1\)"):
+        queue.resume(run)
+    assert [job.number for job in queue.jobs] == [first.number]
+    queue.train(["data=digits"])
+    assert queue.cancel_queued() == "cancelled: job 1, job 2"
+    assert {job.state for job in queue.jobs} == {"cancelled"}
+    with pytest.raises(VislabError, match="no job is waiting"):
+        queue.cancel_queued()
+    assert queue.resume(run).number == 3  # a cancelled resume holds nothing
+
+
+def test_endings_and_shell_advice_are_said_in_words(tmp_path):
+    stopped = Job(1, [], tmp_path / "log", state="stopped", exit_code=143)
+    assert "143" not in job_words(stopped) and "Resume continues" in job_words(stopped)
+    refused = Job(2, [], tmp_path / "log", state="failed", exit_code=2)
+    assert job_words(refused).startswith("refused")
+    line = "vislab: stopped by SIGTERM at epoch 2, batch 5/30; continue with: vislab train --resume runs/a"
+    assert page_words(line).endswith("; press Resume to continue")
