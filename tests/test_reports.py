@@ -182,3 +182,35 @@ def test_an_mlp_run_writes_its_report_and_says_why_it_has_no_cam(cli, tmp_path):
     report = (tmp_path / "mlp" / "report" / "report.md").read_text()
     assert "mlp has no spatial feature maps, so there is no class activation map" in report
     assert "The model has no convolutional layers" in report
+
+
+HANGUL_FLOWERS = {
+    "daisy": "데이지",
+    "dandelion": "민들레",
+    "rose": "장미",
+    "sunflower": "해바라기",
+    "tulip": "튤립",
+}
+
+
+def test_class_names_in_hangul_are_drawn_in_every_figure(cli, tmp_path_factory, monkeypatch):
+    """Real flower photos in folders named in Korean (as our users name them): the report's figures draw
+    every label (once, each was a row of empty boxes: matplotlib's own font has no Hangul)."""
+    import matplotlib._text_helpers
+
+    from conftest import extract_archive
+
+    root = extract_archive("flowers5-128.tar.gz", tmp_path_factory.mktemp("flowers")) / "flowers5_128"
+    photos = tmp_path_factory.mktemp("hangul")
+    for english, korean in HANGUL_FLOWERS.items():
+        (photos / korean).mkdir()
+        for image in sorted((root / english).iterdir())[:12]:
+            (photos / korean / image.name).write_bytes(image.read_bytes())
+    runs = tmp_path_factory.mktemp("runs")
+    args = [f"data=folder:{photos}", "model=small_cnn", "image_size=32", "epochs=1", "report=false", *QUIET]
+    assert cli("train", *args, f"runs_dir={runs}", "name=hangul").code == 0
+    missing = []  # where matplotlib finds no glyph in any of its fonts, and draws a box
+    monkeypatch.setattr(matplotlib._text_helpers, "warn_on_missing_glyph", lambda *a, **k: missing.append(a))
+    assert cli("report", runs / "hangul").code == 0
+    assert not missing, [chr(codepoint) for codepoint, *_ in missing[:10]]
+    assert "해바라기" in (runs / "hangul" / "report" / "report.html").read_text()

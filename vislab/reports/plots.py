@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
@@ -17,9 +20,33 @@ MAX_CURVES = (
 MAX_LABELLED_CLASSES = 40  # beyond this, confusion-matrix ticks are left unlabelled
 
 
+# Class names come in any script (our users name class folders in Hangul). matplotlib's own font has
+# Latin, Greek and Cyrillic; Noto Sans CJK, shipped by the mplfonts package (installed with vislab, so it
+# works offline), has Hangul, kana and Han. Names found on the system are used where installed.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK KR", "Noto Sans CJK JP", "NanumGothic", "Source Han Sans")
+PACKAGED_CJK_FONT = "fonts/NotoSansCJKsc-Regular.otf"  # inside the mplfonts package
+
+
+@functools.cache
+def draw_every_script() -> str | None:
+    """Once per process: matplotlib falls back glyph by glyph from its font to a CJK font, appended to
+    `font.family` (it changes nothing that the first font can draw). Returns the fallback's name."""
+    spec = importlib.util.find_spec("mplfonts")  # found, not imported: only its font file is wanted
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / PACKAGED_CJK_FONT).is_file():
+            font_manager.fontManager.addfont(str(Path(folder) / PACKAGED_CJK_FONT))
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    fallback = next((name for name in CJK_FONTS if name in installed), None)
+    families = list(matplotlib.rcParams["font.family"])
+    if fallback is not None and fallback not in families:
+        matplotlib.rcParams["font.family"] = [*families, fallback]
+    return fallback
+
+
 def figure_with_axes(rows: int = 1, columns: int = 1, figsize=None, **options):
     """A Figure and its axes, as pyplot.subplots gives them but without pyplot: no backend is chosen or
     needed (reports are files; a notebook keeps the backend it has) and no figure is kept alive."""
+    draw_every_script()
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(rows, columns, **options)
 
