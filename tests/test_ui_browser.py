@@ -345,3 +345,39 @@ def test_a_grid_started_from_the_form_is_one_group_in_results(page, server):
     page.locator('#sweep-table [data-testid="cell-2-0"]').click()  # the third trial's row
     wait_for_text(page, "#headline", r"ui-grid/trial-2")
     shoot(page, "5-results-sweep")
+
+
+def test_class_names_in_hangul_are_drawn_on_the_page(page, server, tmp_path, cifar_jpgs):
+    """A folder whose classes are named in Korean: the counts table shows the names, and the page draws
+    them with a font that has Hangul (the packaged Noto Sans CJK, served by vislab, where the browser's
+    machine has none, as on a fresh Linux)."""
+    data = tmp_path / "hangul"
+    for english, korean in (("airplane", "비행기"), ("automobile", "자동차")):
+        (data / korean).mkdir(parents=True)
+        for image in sorted((cifar_jpgs / "train" / english).iterdir())[:6]:
+            (data / korean / image.name).write_bytes(image.read_bytes())
+    page.locator("#source").get_by_text("folder").click()
+    fill(page, "folder", data)
+    wait_for_text(page, "#command", "data=folder:")
+    page.locator("#check-data").click()
+    wait_for_text(page, "#counts", "비행기")
+    page.locator("#samples img").nth(7).wait_for()
+    fonts = page.evaluate(
+        """() => {
+            const families = new Set();
+            const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+            while (walker.nextNode())
+                if (/[\\uac00-\\ud7af]/.test(walker.currentNode.textContent))
+                    families.add(getComputedStyle(walker.currentNode.parentElement).fontFamily);
+            return {families: [...families], faces: [...document.fonts].map(f => [f.family, f.status])};
+        }"""
+    )
+    # Every element with Hangul (the table's cells, the samples' captions) names the packaged font before
+    # a generic family (Chromium draws boxes rather than fall back from one), and the font was loaded
+    # from this server when the page opened.
+    for family in fonts["families"]:
+        names = [name.strip() for name in family.split(",")]
+        generic = min(names.index(g) for g in ("sans-serif", "serif", "monospace") if g in names)
+        assert "vislab-cjk" in names[:generic], fonts
+    assert ["vislab-cjk", "loaded"] in fonts["faces"], fonts
+    shoot(page, "1-data-hangul")

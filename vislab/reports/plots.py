@@ -27,14 +27,20 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK KR", "Noto Sans CJK JP", "NanumG
 PACKAGED_CJK_FONT = "fonts/NotoSansCJKsc-Regular.otf"  # inside the mplfonts package
 
 
+def packaged_cjk_font() -> Path | None:
+    spec = importlib.util.find_spec("mplfonts")  # found, not imported: only its font file is wanted
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(folder) / PACKAGED_CJK_FONT).is_file():
+            return (Path(folder) / PACKAGED_CJK_FONT).resolve()
+    return None
+
+
 @functools.cache
 def draw_every_script() -> str | None:
     """Once per process: matplotlib falls back glyph by glyph from its font to a CJK font, appended to
     `font.family` (it changes nothing that the first font can draw). Returns the fallback's name."""
-    spec = importlib.util.find_spec("mplfonts")  # found, not imported: only its font file is wanted
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(folder) / PACKAGED_CJK_FONT).is_file():
-            font_manager.fontManager.addfont(str(Path(folder) / PACKAGED_CJK_FONT))
+    if packaged_cjk_font() is not None:
+        font_manager.fontManager.addfont(str(packaged_cjk_font()))
     installed = {font.name for font in font_manager.fontManager.ttflist}
     fallback = next((name for name in CJK_FONTS if name in installed), None)
     families = list(matplotlib.rcParams["font.family"])

@@ -4,6 +4,7 @@ nothing from the network (system fonts, Gradio's bundled scripts, no analytics).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402 (after the analytics switch, which Gradio reads on import)
 
+from vislab.reports.plots import packaged_cjk_font  # noqa: E402
 from vislab.ui import predict_tab, results_tab, setup_tab, train_tab  # noqa: E402
 from vislab.ui.common import Context  # noqa: E402
 from vislab.ui.jobs import JobQueue  # noqa: E402
@@ -37,11 +39,37 @@ def build_app(runs_dir: Path) -> gr.Blocks:
     return app
 
 
+CJK_FAMILY = "vislab-cjk"
+# Hangul (jamo, compatibility jamo, syllables), CJK punctuation, kana, Han and full-width forms.
+CJK_RANGES = (
+    "U+1100-11FF, U+2E80-2FDF, U+3000-4DBF, U+4E00-9FFF, U+A960-A97F, U+AC00-D7FF, U+F900-FAFF, U+FF00-FFEF"
+)
+
+
 def theme() -> gr.themes.Theme:
-    """Gradio's default look with the system's fonts: its own theme would fetch fonts from Google."""
+    """Gradio's default look with the system's fonts (its own theme would fetch fonts from Google), then
+    the packaged CJK font for characters the system's fonts lack: before the generic family, which
+    Chromium does not fall back from (it draws boxes)."""
     return gr.themes.Default(
-        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+        font=["ui-sans-serif", "system-ui", CJK_FAMILY, "sans-serif"],
+        font_mono=["ui-monospace", CJK_FAMILY, "monospace"],
     )
+
+
+def cjk_font_face() -> tuple[str, list[str]]:
+    """A script for the page's head that gives the browser the Noto Sans CJK of vislab's figures, for class
+    names in Hangul, kana or Han where the browser's machine has no font for them (a fresh Linux). It is
+    loaded as the page opens: Chromium does not redraw text laid out while a font was still loading, and
+    left such names as boxes. Only characters in CJK_RANGES use it."""
+    font = packaged_cjk_font()
+    if font is None:
+        return "", []
+    script = (
+        f"<script>const vislabCjk = new FontFace({json.dumps(CJK_FAMILY)}, "
+        f"{json.dumps(f'url(/gradio_api/file={font})')}, {{unicodeRange: {json.dumps(CJK_RANGES)}}});"
+        "document.fonts.add(vislabCjk); vislabCjk.load();</script>"
+    )
+    return script, [str(font)]
 
 
 def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
@@ -54,10 +82,12 @@ def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 7860, block: bool
     runs_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(runs_dir)
     app.queue(default_concurrency_limit=4)
+    font_script, font_file = cjk_font_face()
     app.launch(
         server_name=host,
         server_port=port,
-        allowed_paths=[str(runs_dir.resolve())],
+        allowed_paths=[str(runs_dir.resolve()), *font_file],
+        head=font_script,
         max_file_size=MAX_UPLOAD,
         prevent_thread_lock=not block,
         quiet=False,
