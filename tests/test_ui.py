@@ -18,6 +18,7 @@ from vislab.checkpoint import load_checkpoint
 from vislab.errors import VislabError
 from vislab.export import load_predictor
 from vislab.tasks import get_task, load_config
+from vislab.ui.predict_tab import show_each
 from vislab.ui.setup_tab import DEFAULT_MODEL, config_of, train_args
 from vislab.ui.uploads import data_spec, unpack_zip
 
@@ -149,6 +150,16 @@ def test_what_the_tabs_show_comes_from_the_task(cli, tmp_path):
     # The picture of a "3" that the model called 3, fed back as a file, is called 3 again.
     assert shown.row["class1"] == "3" and list(shown.top.values()) == sorted(shown.top.values(), reverse=True)
     assert len(shown.pictures) == 2  # the image and its Grad-CAM
+    # In a batch with bad files, the good images are shown and each bad one is named in one line.
+    upload = tmp_path / ("0f" * 32)  # as Gradio keeps uploads: under a long temporary folder
+    upload.mkdir()
+    (upload / "notes.jpg").write_text("not an image")
+    (upload / "empty.png").write_bytes(b"")
+    files = [upload / "notes.jpg", image, upload / "empty.png"]
+    shown, refused = show_each(checkpoint_task, load_predictor(run), files, 3)
+    assert [item.row["file"] for item in shown] == ["digit.png"] and len(refused) == 2
+    assert refused[0].startswith("cannot read image notes.jpg: ") and "empty.png" in refused[1]
+    assert not any("0f0f" in line for line in refused)
 
 
 def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, camvid):

@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import yaml
 
 from vislab.data.images import image_files
-from vislab.errors import VislabError
+from vislab.errors import VislabError, describe_os_error
 from vislab.export import load_predictor
 from vislab.tasks import get_task
-from vislab.ui.common import Context, guarded
+from vislab.ui.common import Context, failure
 from vislab.ui.results_tab import finished_runs
 
 MAX_IMAGES = 64
@@ -33,6 +34,16 @@ def chosen_model(context: Context, choice: str) -> Path:
     return path
 
 
+def task_of(context: Context, choice: str) -> str | None:
+    """The task of a run, or of the run an exported model was written into, from its config.yaml."""
+    try:
+        path = chosen_model(context, choice)
+    except VislabError:
+        return None
+    config = (path if path.is_dir() else path.parent.parent) / "config.yaml"
+    return (yaml.safe_load(config.read_text()) or {}).get("task") if config.is_file() else None
+
+
 def images_to_predict(uploads: list[str] | None, folder: str) -> list[Path]:
     files = [Path(f) for f in uploads or []]
     if folder:
@@ -48,6 +59,18 @@ def images_to_predict(uploads: list[str] | None, folder: str) -> list[Path]:
             "(vislab predict takes any number)"
         )
     return files
+
+
+def show_each(task, predictor, files: list[Path], topk: int) -> tuple[list, list[str]]:
+    """What the page shows for each image it can read, and one line for each it cannot (named by its
+    file name, not the upload's temporary path): one bad file does not hold back the others."""
+    shown, refused = [], []
+    for file in files:
+        try:
+            shown += task.show(predictor, [file], topk)
+        except VislabError as error:
+            refused.append(str(error).replace(str(file), file.name))
+    return shown, refused
 
 
 def write_csv(rows: list[dict], out: Path) -> Path:
@@ -71,7 +94,7 @@ def build(context: Context) -> None:
                 file_count="multiple", file_types=["image"], label="images", elem_id="predict-files"
             )
             folder = gr.Textbox(label="or a folder of images on this machine", elem_id="predict-folder")
-            topk = gr.Slider(1, 10, value=5, step=1, label="top-k")
+            topk = gr.Slider(1, 10, value=5, step=1, label="top-k", elem_id="predict-topk")
             go = gr.Button("Predict", variant="primary", elem_id="predict")
         with gr.Column():
             message = gr.Markdown(elem_id="predict-message")
@@ -83,12 +106,26 @@ def build(context: Context) -> None:
             download = gr.File(label="predictions as CSV", elem_id="predict-csv")
     tops = gr.State([])  # per picture: the top-k of the image it shows
 
-    @guarded(5)
+    def cleared(text: str) -> tuple:
+        """The message, and every result of an earlier prediction emptied: nothing stale under it."""
+        return text, gr.update(value=None, visible=False), [], {"headers": ["file"], "data": []}, None, []
+
     def predict(choice, files, folder_path, k):
+        try:
+            return predicted(choice, files, folder_path, k)
+        except VislabError as error:
+            return cleared(failure(str(error)))
+        except OSError as error:
+            return cleared(failure(describe_os_error(error)))
+
+    def predicted(choice, files, folder_path, k):
         started = time.perf_counter()
         predictor = load_predictor(chosen_model(context, choice))
         task = get_task(predictor.meta.task)
-        shown = task.show(predictor, images_to_predict(files, folder_path), int(k))
+        shown, refused = show_each(task, predictor, images_to_predict(files, folder_path), int(k))
+        unread = "".join(f"\n- {line}" for line in refused)
+        if not shown:
+            return cleared(failure(f"no image could be read:{unread}"))
         gallery = [picture for item in shown for picture in item.pictures]
         per_picture = [item.top for item in shown for _ in item.pictures]
         rows = [item.row for item in shown]
@@ -96,8 +133,9 @@ def build(context: Context) -> None:
         csv_path = write_csv(rows, context.runs_dir / ".ui" / "predictions" / f"predictions-{stamp}.csv")
         table_value = {"headers": list(rows[0]), "data": [list(r.values()) for r in rows]}
         took = time.perf_counter() - started
+        said = f"{len(shown)} images through {predictor.path.name} in {took * 1000:.0f} ms"
         return (
-            f"{len(shown)} images through {predictor.path.name} in {took * 1000:.0f} ms",
+            said + (f"; {len(refused)} could not be read:{unread}" if refused else ""),
             gr.update(value=shown[0].top, visible=shown[0].top is not None),  # no classes for masks
             gallery,
             table_value,
@@ -111,4 +149,6 @@ def build(context: Context) -> None:
 
     go.click(predict, [model, uploads, folder, topk], [message, top, pictures, table, download, tops])
     pictures.select(pick, tops, top)
+    # A segmentation model has no top-k classes: its slider is hidden.
+    model.change(lambda choice: gr.update(visible=task_of(context, choice) != "segmentation"), model, topk)
     refresh.click(lambda: gr.update(choices=model_choices(context)), None, model)
