@@ -214,3 +214,21 @@ def test_class_names_in_hangul_are_drawn_in_every_figure(cli, tmp_path_factory, 
     assert cli("report", runs / "hangul").code == 0
     assert not missing, [chr(codepoint) for codepoint, *_ in missing[:10]]
     assert "해바라기" in (runs / "hangul" / "report" / "report.html").read_text()
+
+
+def test_curves_leave_out_a_saturated_score_and_show_one_epoch_readably():
+    from vislab.reports.plots import live_curves, training_curves
+
+    rows = [
+        {"epoch": 1, "train_loss": 1.2, "val_loss": 1.0, "train_acc": 0.4, "val_top1": 0.5, "val_top5": 1.0}
+    ]
+    rows[0] |= {"lr": 0.1}
+    figure = training_curves(rows, best_epoch=1)
+    scores = figure.axes[1]
+    assert [line.get_label() for line in scores.lines if not line.get_label().startswith("best")] == [
+        "train top-1",
+        "val top-1",
+    ]  # top-5 of five classes is 1.0 whatever the model: a flat line at the top
+    assert scores.get_xlim() == (0, 1.5)  # not matplotlib's 0.96..1.04 around one point
+    live = live_curves([{"epoch": 0.5, "train_loss": 1.3, "lr": 0.1}], rows)
+    assert "val_top5" not in [line.get_label() for line in live.axes[1].lines]

@@ -90,6 +90,9 @@ def page(browser, server):
     page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(LOCAL) else None)
     page.goto(server[0])
     page.get_by_role("tab", name="Data & model").wait_for()
+    # The page's load event has been answered (it fills the shell line): the form is live, and what a
+    # test types is not lost to components still being set up.
+    wait_for_text(page, "#command", r"vislab train")
     yield page
     assert not outside, f"the page asked the network for {outside[:5]}"
     page.close()
@@ -188,8 +191,15 @@ def look_at_results(page, run_name: str, cell: tuple[int, int]) -> None:
     wait_for_text(page, "#headline", run_name)
     row, column = cell
     page.locator(f'#confusion [data-testid="cell-{row}-{column}"]').click()
-    wait_for_text(page, "#results-message", r"[1-9]\d* images shown")
+    wait_for_text(page, "#cell-caption", r"[1-9]\d* images shown")
     page.locator("#cell-images img").first.wait_for()
+    # Cells are coloured by their share of the row, and the chosen one is outlined.
+    chosen = page.locator(f'#confusion [data-testid="cell-{row}-{column}"]')
+    sync_api.expect(chosen).to_have_css("outline-style", "solid")
+    colours = page.locator('#confusion [data-testid^="cell-"]').evaluate_all(
+        "cells => cells.map(c => getComputedStyle(c).backgroundColor)"
+    )
+    assert len(set(colours)) >= 3, colours  # the names' column, and several shades of blue
 
 
 def predict_photo(page, run_name: str, photo: Path) -> None:
@@ -363,7 +373,8 @@ def test_class_names_in_hangul_are_drawn_on_the_page(page, server, tmp_path, cif
     wait_for_text(page, "#counts", "비행기")
     page.locator("#samples img").nth(7).wait_for()
     fonts = page.evaluate(
-        """() => {
+        """async () => {
+            await document.fonts.ready;  // the packaged font is fetched once the page has opened
             const families = new Set();
             const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
             while (walker.nextNode())

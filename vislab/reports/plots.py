@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib import font_manager
 from matplotlib.figure import Figure
@@ -57,6 +58,18 @@ def figure_with_axes(rows: int = 1, columns: int = 1, figsize=None, **options):
     return fig, fig.subplots(rows, columns, **options)
 
 
+def informative(values: list) -> bool:
+    """A score series worth a line: every epoch has it, and it is not 1.0 throughout (top-5 with five
+    classes or fewer, or an easy dataset: a flat line at the top that squeezes the others)."""
+    return all(v is not None for v in values) and not all(v >= 0.99995 for v in values)
+
+
+def epoch_axis(axis, last: float) -> None:
+    """Whole epochs on x, from the start: one point gets 0..1.5, not matplotlib's 0.96..1.04."""
+    axis.set_xlim(0, max(last, 1) + 0.5)
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+
+
 CLASSIFICATION_SCORES = [("train_acc", "train top-1"), ("val_top1", "val top-1"), ("val_top5", "val top-5")]
 
 
@@ -73,12 +86,13 @@ def training_curves(
     ):
         for key, name in keys:
             values = [r.get(key) for r in rows]
-            if all(v is not None for v in values):
+            if all(v is not None for v in values) and (axis is not acc or informative(values)):
                 axis.plot(epochs, values, marker="o", markersize=3, label=name)
         axis.axvline(
             best_epoch, color="gray", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})"
         )
         axis.set(title=title, xlabel="epoch", ylabel=label)
+        epoch_axis(axis, max(epochs))
         axis.grid(alpha=0.3)
         axis.legend()
     fig.tight_layout()
@@ -98,9 +112,12 @@ def live_curves(points: list[dict], rows: list[dict]) -> Figure:
     for key in [
         k for k in (rows[0] if rows else {}) if k.startswith("val_") and k != "val_loss" or k == "train_acc"
     ]:
-        scores.plot(ends, [r.get(key) for r in rows], marker="o", markersize=3, label=key)
+        if informative([r.get(key) for r in rows]):
+            scores.plot(ends, [r.get(key) for r in rows], marker="o", markersize=3, label=key)
+    last = max([*ends, *(p["epoch"] for p in points)], default=1)
     for axis, title in ((loss, "Loss"), (scores, "Scores"), (lr, "Learning rate")):
         axis.set(title=title, xlabel="epoch")
+        epoch_axis(axis, last)
         axis.grid(alpha=0.3)
         if axis.lines:
             axis.legend()

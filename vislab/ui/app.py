@@ -59,8 +59,9 @@ def theme() -> gr.themes.Theme:
 def cjk_font_face() -> tuple[str, list[str]]:
     """A script for the page's head that gives the browser the Noto Sans CJK of vislab's figures, for class
     names in Hangul, kana or Han where the browser's machine has no font for them (a fresh Linux). It is
-    loaded as the page opens: Chromium does not redraw text laid out while a font was still loading, and
-    left such names as boxes. Only characters in CJK_RANGES use it."""
+    loaded as the page opens, before anything it shows can need it: Chromium does not redraw text laid out
+    while a font was still loading (fetched when a name first needed it, names stayed boxes). Only the
+    characters of CJK_RANGES use it."""
     font = packaged_cjk_font()
     if font is None:
         return "", []

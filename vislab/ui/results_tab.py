@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 import gradio as gr
+import matplotlib
+import numpy as np
+import pandas as pd
 
 from vislab.checkpoint import load_checkpoint
 from vislab.errors import VislabError
@@ -79,6 +82,36 @@ def confusion(run_dir: Path, split: str) -> dict:
     return json.loads(path.read_text())
 
 
+CHOSEN = "outline: 3px solid #f97316; outline-offset: -3px; font-weight: bold; color: black"  # clicked
+
+
+def confusion_view(evaluation: dict, pixels: bool, chosen: tuple[int, int] | None = None):
+    """The confusion matrix as the page shows it: rows are true classes, each cell coloured by its share
+    of its row (the diagonal: recall), with counts in the cells, or row percentages where the counts are
+    pixels (segmentation); the cell whose images are shown is outlined. `chosen` is (row, column) of
+    the table, whose column 0 holds the class names."""
+    classes = evaluation["classes"]
+    counts = np.asarray(evaluation["confusion_matrix"], dtype=np.float64)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    cells = [[f"{s:.1%}" for s in row] for row in shares] if pixels else counts.astype(np.int64).tolist()
+    frame = pd.DataFrame([[name, *row] for name, row in zip(classes, cells)])
+    frame.columns = ["true \\ predicted", *classes]
+    blues = matplotlib.colormaps["Blues"]
+
+    def colours(_) -> pd.DataFrame:
+        css = [[""] + [cell_css(blues(0.05 + 0.9 * s), s) for s in row] for row in shares]
+        if chosen is not None:
+            css[chosen[0]][chosen[1]] += "; " + CHOSEN
+        return pd.DataFrame(css, index=frame.index, columns=frame.columns)
+
+    return frame.style.apply(colours, axis=None)
+
+
+def cell_css(rgba: tuple, share: float) -> str:
+    red, green, blue = (round(255 * c) for c in rgba[:3])
+    return f"background-color: rgb({red}, {green}, {blue}); color: {'white' if share > 0.5 else 'black'}"
+
+
 def build(context: Context) -> None:
     with gr.Row():
         runs = gr.Dropdown(
@@ -103,26 +136,28 @@ def build(context: Context) -> None:
     with gr.Row():
         summary = gr.Dataframe(label="summary", interactive=False, elem_id="summary", scale=1)
         figures = gr.Gallery(label="report figures", columns=3, height=420, elem_id="figures", scale=2)
-    gr.Markdown("**Confusion matrix** (rows: true class, columns: predicted). Click a cell for its images.")
-    matrix = gr.Dataframe(interactive=False, elem_id="confusion")
-    cell = gr.Gallery(label="images in the chosen cell", columns=8, height=300, elem_id="cell-images")
+    gr.Markdown(
+        "**Confusion matrix** (rows: true class, columns: predicted; colour: the cell's share of its row). "
+        "Click a cell for its images."
+    )
+    with gr.Row():
+        matrix = gr.Dataframe(interactive=False, elem_id="confusion", scale=3)
+        with gr.Column(scale=2):
+            cell_caption = gr.Markdown(elem_id="cell-caption")
+            cell = gr.Gallery(label="images in the chosen cell", columns=5, height=300, elem_id="cell-images")
     compared = gr.Markdown(elem_id="compare-table")
     compare_curves = gr.Image(label="compared curves", visible=False, elem_id="compare-curves")
 
-    @guarded(7)
+    @guarded(8)
     def show(names, split_name):
         if not names:
-            return "", "", None, [], None, [], "", gr.update(visible=False)
+            return "", "", None, [], None, "", [], "", gr.update(visible=False)
         first = run_path(context, names[0])
         evaluation = confusion(first, split_name)
-        classes = evaluation["classes"]
-        table = {
-            "headers": ["true \\ predicted", *classes],
-            "data": [[c, *row] for c, row in zip(classes, evaluation["confusion_matrix"])],
-        }
         pngs = sorted((first / "report").glob("*.png"))
         task = get_task(load_checkpoint(first).meta.task)
-        line = f"**{names[0]}** ({task.name}) on {split_name}: " + task.describe_eval(evaluation)
+        table = confusion_view(evaluation, pixels=task.name == "segmentation")
+        line = f"**{names[0]}** ({task.name}), " + task.describe_eval(evaluation)  # it names the split
         if not pngs:
             line += " · no report yet: press **Write the report**"
         compared_text, compared_curves = "", gr.update(visible=False)
@@ -132,18 +167,20 @@ def build(context: Context) -> None:
             compared_curves = gr.update(value=str(out / "curves.png"), visible=True)
         summary_table = {"headers": ["", "value"], "data": summary_rows(first)}
         figures_value = [(str(p), p.stem) for p in pngs]
-        return "", line, summary_table, figures_value, table, [], compared_text, compared_curves
+        return "", line, summary_table, figures_value, table, "", [], compared_text, compared_curves
 
-    @guarded(1)
+    @guarded(3)
     def open_cell(names, split_name, event: gr.SelectData):
         row, column = event.index
         if not names or column == 0:
-            return "", gr.update()
-        checkpoint = load_checkpoint(run_path(context, names[0]))
-        classes = checkpoint.meta.classes
-        pictures = get_task(checkpoint.meta.task).confusion_images(checkpoint, split_name, row, column - 1)
+            return "", gr.update(), gr.update(), gr.update()
+        run_dir = run_path(context, names[0])
+        checkpoint = load_checkpoint(run_dir)
+        classes, task = checkpoint.meta.classes, get_task(checkpoint.meta.task)
+        pictures = task.confusion_images(checkpoint, split_name, row, column - 1)
         text = f"{len(pictures)} images shown: true {classes[row]}, predicted {classes[column - 1]}"
-        return text, pictures
+        table = confusion_view(confusion(run_dir, split_name), task.name == "segmentation", (row, column))
+        return "", f"**{text}**", pictures, table
 
     @guarded(1)
     def write_report(names):
@@ -167,7 +204,7 @@ def build(context: Context) -> None:
     sweep.change(show_sweep, sweep, [message, sweep_line, sweep_table, runs])
     sweep_table.select(open_trial, sweep, [message, runs])
 
-    outputs = [message, headline, summary, figures, matrix, cell, compared, compare_curves]
+    outputs = [message, headline, summary, figures, matrix, cell_caption, cell, compared, compare_curves]
     runs.change(show, [runs, split], outputs)
     split.change(show, [runs, split], outputs)
     refresh.click(
@@ -175,5 +212,5 @@ def build(context: Context) -> None:
         None,
         [runs, sweep],
     )
-    matrix.select(open_cell, [runs, split], [message, cell])
+    matrix.select(open_cell, [runs, split], [message, cell_caption, cell, matrix])
     write.click(write_report, runs, [message, figures]).then(show, [runs, split], outputs)
