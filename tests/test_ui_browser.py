@@ -277,7 +277,12 @@ def test_segmentation_end_to_end(page, server, camvid, tmp_path):
     page.locator("#source").get_by_text("folder").click()
     fill(page, "folder", data)
     page.locator("#check-data").click()  # CamVid marks void pixels 11: the CLI's own line says so
-    wait_for_text(page, "#setup-message", r"vislab: error: mask .* holds \[11\]: no class \(0\.\.10\)")
+    wait_for_text(
+        page,
+        "#setup-message",
+        r"vislab: error: mask .* holds \[11\]: no class \(0\.\.10\).*"
+        r"put segmentation\.ignore_index=11 in 'more keys'",
+    )
     fill(page, "extra", "segmentation.ignore_index=11")
     train_from_setup(page, {"epochs": 2, "batch_size": 4, "image_size": 64}, "ui-camvid")
     command = text_of(page, "#command")

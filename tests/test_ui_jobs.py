@@ -12,8 +12,9 @@ import pytest
 
 from vislab.errors import VislabError
 from vislab.files import process_identity
+from vislab.ui.common import page_words
 from vislab.ui.jobs import Job, JobQueue, run_state, training_process
-from vislab.ui.train_tab import job_words, page_words
+from vislab.ui.train_tab import job_words
 
 
 @pytest.fixture
@@ -67,3 +68,6 @@ def test_endings_and_shell_advice_are_said_in_words(tmp_path):
     assert job_words(refused).startswith("refused")
     line = "vislab: stopped by SIGTERM at epoch 2, batch 5/30; continue with: vislab train --resume runs/a"
     assert page_words(line).endswith("; press Resume to continue")
+    void = "mask m.png holds [11]: no class (0..10) and not ignore (255); if 11 marks pixels to leave out "
+    void += "(void), set segmentation.ignore_index=11"
+    assert page_words(void).endswith("put segmentation.ignore_index=11 in 'more keys'")

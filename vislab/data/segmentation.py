@@ -132,8 +132,10 @@ def check_mask(
     values = np.unique(mask)
     bad = [int(v) for v in values if v >= num_classes and v != ignore_index]
     if bad:
+        advice = f"; if {bad[0]} marks pixels to leave out (void), set segmentation.ignore_index={bad[0]}"
         raise VislabError(
             f"mask {mask_path} holds {bad}: no class (0..{num_classes - 1}) and not ignore ({ignore_index})"
+            + (advice if len(bad) == 1 else "")
         )
 
 

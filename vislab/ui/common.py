@@ -4,6 +4,7 @@ message the CLI would print, shown on the page instead of a traceback."""
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,15 @@ class Context:
     jobs: JobQueue
 
 
+def page_words(text: str) -> str:
+    """A message or log as the page shows it: where it tells a shell user what to type, what to do on
+    the page instead (the button to press, the field to put a key in)."""
+    text = re.sub(r"continue with: vislab train --resume \S+", "press Resume to continue", text)
+    return re.sub(r"\bset ([\w.]+=\S+)", r"put \1 in 'more keys'", text)
+
+
 def failure(text: str) -> str:
-    return f"vislab: error: {text}"
+    return f"vislab: error: {page_words(text)}"
 
 
 def guarded(others: int):

@@ -4,7 +4,6 @@ its curves (updated within epochs from progress.json) and its log."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import gradio as gr
 from vislab.errors import VislabError
 from vislab.reports.plots import live_curves
 from vislab.runs import read_metrics
-from vislab.ui.common import Context, guarded, run_folders
+from vislab.ui.common import Context, guarded, page_words, run_folders
 from vislab.ui.jobs import Job, log_tail, read_progress, run_state, training_process
 from vislab.ui.setup_tab import Setup, config_of, train_args
 
@@ -60,11 +59,6 @@ def job_words(job: Job) -> str:
     if job.exit_code == 2:
         return "refused: the log below says why"
     return "failed: the log below says why"
-
-
-def page_words(log: str) -> str:
-    """The log as the page shows it: where a line tells a shell user what to type, the button to press."""
-    return re.sub(r"continue with: vislab train --resume \S+", "press Resume to continue", log)
 
 
 def curves(run_dir: Path | None):
