@@ -176,9 +176,16 @@ def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, ca
     task = get_task("segmentation")
     config = load_config(None, args[:2])
     preview = task.preview(config)
-    assert preview.rows == [["train", 8], ["val", 3]] and len(preview.samples) == 8
-    shown = task.show(load_predictor(tmp_path / "seg"), [next((data / "val" / "images").iterdir())], 5)[0]
-    assert shown.top is None and len(shown.pictures) == 2
+    assert preview.rows == [["train", 8], ["val", 3]] and len(preview.samples) == 1 + 8
+    assert preview.samples[0][1] == "colours" and preview.samples[0][0].shape[2] == 3  # the legend first
+    files = sorted((data / "val" / "images").iterdir())[:2]
+    first, second = task.show(load_predictor(tmp_path / "seg"), files, 5)
+    assert first.top is None and [caption for _, caption in first.pictures][1:] == [
+        f"{files[0].name}: mask",
+        "colours",  # the legend, once for the batch
+    ]
+    assert len(second.pictures) == 2
+    shown = first
     assert abs(sum(v for k, v in shown.row.items() if k != "file") - 1) < 1e-3
     pictures = task.confusion_images(checkpoint, "val", 0, 0)  # sky pixels predicted as sky
     assert 0 < len(pictures) <= 3 and pictures[0][0].ndim == 3

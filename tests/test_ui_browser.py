@@ -298,7 +298,7 @@ def test_segmentation_end_to_end(page, server, camvid, tmp_path):
     copy = tmp_path / photo.name
     shutil.copy(photo, copy)
     predict_photo(page, "ui-camvid", copy)
-    sync_api.expect(page.locator("#predict-pictures img")).to_have_count(2)  # overlay and mask
+    sync_api.expect(page.locator("#predict-pictures img")).to_have_count(3)  # overlay, mask and legend
     shoot(page, "4-predict-segmentation")
 
 

@@ -314,6 +314,26 @@ def per_class_iou(ious: list[float], classes: list[str]) -> Figure:
     return fig
 
 
+def class_legend(classes: list[str], palette: list, ignored: bool = False) -> np.ndarray:
+    """The mask colours with their class names, as an RGB picture: the legend shown beside masks in the
+    web UI (white: pixels left out, where `ignored`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import Patch
+
+    entries = [*zip(classes, palette), *([("left out (void)", (255, 255, 255))] if ignored else [])]
+    columns = min(3, len(entries))
+    fig, axis = figure_with_axes(figsize=(2.6 * columns, 0.32 * -(-len(entries) // columns) + 0.2))
+    axis.axis("off")
+    handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="gray", label=n) for n, c in entries]
+    axis.legend(handles=handles, loc="center", ncol=columns, frameon=False, handlelength=1.4)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    picture = np.asarray(canvas.buffer_rgba())[..., :3]
+    inked = np.argwhere((picture < 250).any(axis=2))  # cropped to the legend, with a margin
+    (top, left), (bottom, right) = inked.min(axis=0), inked.max(axis=0)
+    return picture[max(top - 8, 0) : bottom + 9, max(left - 8, 0) : right + 9].copy()
+
+
 def save(fig: Figure, path: Path) -> Path:
     with replacing(path) as written:
         fig.savefig(written, dpi=110)

@@ -16,16 +16,19 @@ from vislab.data.segmentation import colour_mask, overlay, read_mask
 from vislab.export import Predictor
 from vislab.memory import batch_warning
 from vislab.predictions import predict
+from vislab.reports.plots import class_legend
 from vislab.tasks.base import Preview, Shown
 from vislab.tasks.segmentation.predict import load_eval_split, predict_labels
 
 
 def preview(config: Config, count: int = 8) -> Preview:
-    """Images per split, and the first training images with their masks laid over them."""
+    """Images per split, and training images spread over the split (neighbouring video frames look
+    alike) with their masks laid over them, after the colours' legend."""
     splits = load_dataset(config.model_copy(update={"in_memory": False}))
     rows = [[name, len(splits.split(name))] for name in ("train", "val")]
-    samples = []
-    for image_file, mask_file in list(zip(splits.train.image_files, splits.train.mask_files))[:count]:
+    samples = [(class_legend(splits.classes, splits.palette, ignored=True), "colours")]
+    pairs = list(zip(splits.train.image_files, splits.train.mask_files))
+    for image_file, mask_file in pairs[:: max(1, len(pairs) // count)][:count]:
         image = np.asarray(open_image(image_file, 3))
         colours = colour_mask(read_mask(mask_file), splits.palette, splits.ignore_index)
         samples.append((overlay(image, colours), image_file.name))
@@ -41,12 +44,14 @@ def preview(config: Config, count: int = 8) -> Preview:
 def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
     """The colour mask over each image, the mask alone, and each class's share of the pixels."""
     classes = predictor.meta.classes
+    legend = [(class_legend(classes, predictor.meta.palette), "colours")]
     shown = []
     for file in files:
         labels, colours, laid_over = predict(predictor, file).drawn(0)
         shares = np.bincount(labels.ravel(), minlength=len(classes))[: len(classes)] / labels.size
         name = Path(file).name
-        pictures = [(laid_over, f"{name}: overlay"), (colours, f"{name}: mask")]
+        pictures = [(laid_over, f"{name}: overlay"), (colours, f"{name}: mask"), *legend]
+        legend = []  # once, after the first image
         row = {"file": name} | {c: round(float(v), 6) for c, v in zip(classes, shares)}
         shown.append(Shown(name, None, pictures, row))
     return shown
