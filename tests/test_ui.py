@@ -19,7 +19,7 @@ from vislab.errors import VislabError
 from vislab.export import load_predictor
 from vislab.tasks import get_task, load_config
 from vislab.ui.predict_tab import show_each
-from vislab.ui.setup_tab import DEFAULT_MODEL, config_of, train_args
+from vislab.ui.setup_tab import DEFAULT_MODEL, config_of, models_for, train_args
 from vislab.ui.uploads import data_spec, unpack_zip
 
 from conftest import QUIET, small_copy
@@ -189,3 +189,12 @@ def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, ca
     assert abs(sum(v for k, v in shown.row.items() if k != "file") - 1) < 1e-3
     pictures = task.confusion_images(checkpoint, "val", 0, 0)  # sky pixels predicted as sky
     assert 0 < len(pictures) <= 3 and pictures[0][0].ndim == 3
+
+
+def test_the_model_list_follows_the_datas_task(tmp_path, camvid):
+    scenes = small_copy(camvid, tmp_path / "scenes", 2, 1)
+    for_digits = models_for("built-in", "digits", "")
+    for_scenes = models_for("folder", "digits", str(scenes))
+    assert "small_cnn" in for_digits and "deep_unet" not in for_digits
+    assert "deep_unet" in for_scenes and "small_cnn" not in for_scenes
+    assert for_digits[0] == for_scenes[0] == DEFAULT_MODEL

@@ -220,6 +220,7 @@ def test_classification_end_to_end(page, server, tmp_path):
     shoot(page, "1-data-and-model")
 
     open_tab(page, "Train")
+    wait_for_text(page, "#train-command", r"Start runs: vislab train data=digits .*name=ui-digits")
     page.locator("#start").click()
     # The run is held still (SIGSTOP) while the page must show it mid-training, so that however fast the
     # machine, it cannot end before the test has looked; it goes on between the holds.

@@ -12,7 +12,7 @@ import yaml
 
 from vislab.check import check_dataset, summary_lines
 from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to_yaml
-from vislab.data import registered_datasets, with_augment_defaults
+from vislab.data import dataset_task, registered_datasets, with_augment_defaults
 from vislab.data.registry import shown_name
 from vislab.errors import VislabError
 from vislab.models import count_parameters, create_model, registered_models, resolve_model
@@ -100,6 +100,15 @@ def sweep_words(
     study = next((w.split("=", 1)[1] for w in words if w.startswith("name=")), None)
     kept = [w for w in words if w.split("=", 1)[0] not in grid and not w.startswith("name=")]
     return kept + [f"{key}=grid({','.join(values)})" for key, values in grid.items()], study
+
+
+def models_for(source: str, dataset: str, folder: str) -> list[str]:
+    """The model list for the data's task (every model where the data cannot be told yet)."""
+    try:
+        task = dataset_task(data_value(source, dataset, folder))
+    except (VislabError, OSError):
+        return [DEFAULT_MODEL, *registered_models()]
+    return [DEFAULT_MODEL, *(name for name, entry in registered_models().items() if entry.task == task)]
 
 
 def config_of(args: list[str]) -> Config:
@@ -296,6 +305,13 @@ def build(context: Context) -> Setup:
     look.click(check, form, [message, summary, counts, samples])
     audit.click(run_audit, form, [message, audit_summary, audit_pictures])
     model.change(count, model, [message, parameters])
+    for component in (source, dataset, folder):  # the model list follows the data's task
+        component.change(
+            lambda *data: gr.update(choices=models_for(*data)),
+            [source, dataset, folder],
+            model,
+            show_progress="hidden",
+        )
     save.click(save_recipe, [recipe_name, *form], message).then(
         lambda: gr.update(choices=recipe_choices(context)), None, recipe
     )

@@ -98,6 +98,7 @@ def build(context: Context, setup: Setup) -> None:
         resume = gr.Button("Resume", elem_id="resume")
         cancel = gr.Button("Cancel queued jobs", elem_id="cancel-queued")
         run = gr.Dropdown([CURRENT], value=CURRENT, label="run shown", elem_id="train-run", scale=2)
+    what = gr.Markdown(elem_id="train-command")  # what Start runs: the form of Data & model, in CLI words
     message = gr.Markdown(elem_id="train-message")
     status = gr.Markdown(elem_id="train-status")
     plot = gr.Plot(label="curves", elem_id="curves")
@@ -150,6 +151,7 @@ def build(context: Context, setup: Setup) -> None:
             now,
         )
 
+    setup.command.change(lambda line: f"**Start** runs: `{line}`" if line else "", setup.command, what)
     start.click(start_job, setup.inputs, [message, run])
     stop.click(stop_job, run, message)
     resume.click(resume_job, run, [message, run])
