@@ -102,7 +102,12 @@ def build(context: Context) -> None:
             pictures = gr.Gallery(
                 label="images, Grad-CAM, masks", columns=4, height=360, elem_id="predict-pictures"
             )
-            table = gr.Dataframe(label="predictions", interactive=False, elem_id="predict-table")
+            table = gr.Dataframe(
+                headers=["file", "class1", "prob1"],
+                label="predictions",
+                interactive=False,
+                elem_id="predict-table",
+            )
             download = gr.File(label="predictions as CSV", elem_id="predict-csv")
     tops = gr.State([])  # per picture: the top-k of the image it shows
 

@@ -134,14 +134,16 @@ def build(context: Context) -> None:
     message = gr.Markdown(elem_id="results-message")
     headline = gr.Markdown(elem_id="headline")
     with gr.Row():
-        summary = gr.Dataframe(label="summary", interactive=False, elem_id="summary", scale=1)
+        summary = gr.Dataframe(
+            headers=["", "value"], label="summary", interactive=False, elem_id="summary", scale=1
+        )
         figures = gr.Gallery(label="report figures", columns=3, height=420, elem_id="figures", scale=2)
     gr.Markdown(
         "**Confusion matrix** (rows: true class, columns: predicted; colour: the cell's share of its row). "
         "Click a cell for its images."
     )
     with gr.Row():
-        matrix = gr.Dataframe(interactive=False, elem_id="confusion", scale=3)
+        matrix = gr.Dataframe(headers=["true \\ predicted"], interactive=False, elem_id="confusion", scale=3)
         with gr.Column(scale=2):
             cell_caption = gr.Markdown(elem_id="cell-caption")
             cell = gr.Gallery(label="images in the chosen cell", columns=5, height=300, elem_id="cell-images")

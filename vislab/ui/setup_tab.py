@@ -177,7 +177,12 @@ def build(context: Context) -> Setup:
                 save = gr.Button("Save recipe", scale=1)
         with gr.Column():
             summary = gr.Markdown(elem_id="data-summary")
-            counts = gr.Dataframe(label="images per class and split", interactive=False, elem_id="counts")
+            counts = gr.Dataframe(
+                headers=["class", "train", "val"],
+                label="images per class and split",
+                interactive=False,
+                elem_id="counts",
+            )
             samples = gr.Gallery(label="samples", columns=6, height=360, elem_id="samples")
             audit_summary = gr.Markdown(elem_id="audit-summary")
             audit_pictures = gr.Gallery(

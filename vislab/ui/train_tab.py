@@ -88,7 +88,7 @@ def queue_table(context: Context) -> dict:
         [j.number, j.state, run.name if run else "", j.title]
         for j, run in ((j, j.find_run_dir()) for j in reversed(context.jobs.jobs))
     ]
-    return {"headers": ["job", "state", "run", "command"], "data": rows or [["", "", "", ""]]}
+    return {"headers": ["job", "state", "run", "command"], "data": rows}
 
 
 def build(context: Context, setup: Setup) -> None:
@@ -102,7 +102,9 @@ def build(context: Context, setup: Setup) -> None:
     message = gr.Markdown(elem_id="train-message")
     status = gr.Markdown(elem_id="train-status")
     plot = gr.Plot(label="curves", elem_id="curves")
-    queue = gr.Dataframe(label="queue", interactive=False, elem_id="queue")
+    queue = gr.Dataframe(
+        headers=["job", "state", "run", "command"], label="queue", interactive=False, elem_id="queue"
+    )
     log = gr.Textbox(label="log (last lines)", lines=10, max_lines=10, interactive=False, elem_id="log")
 
     @guarded(1)
