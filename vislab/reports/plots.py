@@ -321,7 +321,7 @@ def class_legend(classes: list[str], palette: list, ignored: bool = False) -> np
     from matplotlib.patches import Patch
 
     entries = [*zip(classes, palette), *([("left out (void)", (255, 255, 255))] if ignored else [])]
-    columns = min(3, len(entries))
+    columns = min(2, len(entries))  # near square: readable as a gallery thumbnail
     fig, axis = figure_with_axes(figsize=(2.6 * columns, 0.32 * -(-len(entries) // columns) + 0.2))
     axis.axis("off")
     handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="gray", label=n) for n, c in entries]

@@ -100,7 +100,11 @@ def build(context: Context) -> None:
             message = gr.Markdown(elem_id="predict-message")
             top = gr.Label(label="top-k classes (first image; click a picture for its own)", elem_id="topk")
             pictures = gr.Gallery(
-                label="images, Grad-CAM, masks", columns=4, height=360, elem_id="predict-pictures"
+                label="images, Grad-CAM, masks",
+                columns=4,
+                height=360,
+                elem_id="predict-pictures",
+                object_fit="contain",
             )
             table = gr.Dataframe(
                 headers=["file", "class1", "prob1"],

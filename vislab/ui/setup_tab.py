@@ -183,7 +183,10 @@ def build(context: Context) -> Setup:
                 interactive=False,
                 elem_id="counts",
             )
-            samples = gr.Gallery(label="samples", columns=6, height=360, elem_id="samples")
+            # Whole pictures: a mask's legend is wider than a square thumbnail.
+            samples = gr.Gallery(
+                label="samples", columns=6, height=360, elem_id="samples", object_fit="contain"
+            )
             audit_summary = gr.Markdown(elem_id="audit-summary")
             audit_pictures = gr.Gallery(
                 label="audit: leaks and label issues", columns=2, elem_id="audit-pictures"
