@@ -71,3 +71,4 @@ def test_endings_and_shell_advice_are_said_in_words(tmp_path):
     void = "mask m.png holds [11]: no class (0..10) and not ignore (255); if 11 marks pixels to leave out "
     void += "(void), set segmentation.ignore_index=11"
     assert page_words(void).endswith("put segmentation.ignore_index=11 in 'more keys'")
+    assert page_words("unknown model 'x': see 'vislab models'") == "unknown model 'x': see the model list"

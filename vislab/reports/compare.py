@@ -14,8 +14,22 @@ from vislab.reports.document import Section, Table, write_html, write_markdown
 from vislab.reports.plots import figure_with_axes, save
 from vislab.runs import read_metrics
 
-# Keys that differ without changing the result, or that the table shows in columns of their own.
-IGNORED_KEYS = {"name", "runs_dir", "report", "trainer.progress_bar", "model", "epochs"}
+# Keys that the table shows in columns of their own, and keys that differ without changing the result:
+# where files go, how progress is shown, how data reaches the model (in memory or streamed: the same
+# pictures, issue 21), its memory layout (channels-last, chosen per model when not set) and how often a
+# resumable checkpoint is written.
+IGNORED_KEYS = {
+    "name",
+    "runs_dir",
+    "report",
+    "trainer.progress_bar",
+    "model",
+    "epochs",
+    "num_workers",
+    "in_memory",
+    "trainer.channels_last",
+    "checkpoint_every_min",
+}
 
 
 @dataclass

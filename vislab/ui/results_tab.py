@@ -14,7 +14,7 @@ import pandas as pd
 from vislab.checkpoint import load_checkpoint
 from vislab.errors import VislabError
 from vislab.tasks import compare, evaluate, get_task, report
-from vislab.ui.common import Context, guarded, run_folders
+from vislab.ui.common import Context, failure, guarded, run_folders
 
 
 def sweeps(context: Context) -> list[str]:
@@ -164,9 +164,12 @@ def build(context: Context) -> None:
             line += " · no report yet: press **Write the report**"
         compared_text, compared_curves = "", gr.update(visible=False)
         if len(names) > 1:
-            out, compared_table = compare([run_path(context, n) for n in names])
-            compared_text = compared_table.markdown()
-            compared_curves = gr.update(value=str(out / "curves.png"), visible=True)
+            try:  # runs that cannot be compared: said here, and the first run is shown all the same
+                out, compared_table = compare([run_path(context, n) for n in names])
+                compared_text = compared_table.markdown()
+                compared_curves = gr.update(value=str(out / "curves.png"), visible=True)
+            except VislabError as error:
+                compared_text = failure(str(error))
         summary_table = {"headers": ["", "value"], "data": summary_rows(first)}
         figures_value = [(str(p), p.stem) for p in pngs]
         return "", line, summary_table, figures_value, table, "", [], compared_text, compared_curves
