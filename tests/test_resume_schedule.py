@@ -71,3 +71,13 @@ def test_an_extended_run_resumes_bit_for_bit(cli, tmp_path, monkeypatch):
             torch.load(tmp_path / r / "checkpoints" / f"{name}.ckpt") for r in ("whole", "stopped")
         )
         assert all(torch.equal(whole["state_dict"][k], v) for k, v in stopped["state_dict"].items())
+
+
+def test_a_checkpoint_from_before_epochs_counted_from_1_resumes_in_one_numbering(tmp_path):
+    from vislab.runs import EpochLog
+
+    log = EpochLog(tmp_path / "metrics.csv", ["epoch", "val_top1"])
+    log.load_state_dict({"rows": [{"epoch": 0, "val_top1": 0.5}, {"epoch": 1, "val_top1": 0.6}]})
+    assert [row["epoch"] for row in log.rows] == [1, 2]  # the next epoch, written as 3, follows on
+    log.load_state_dict({"rows": [{"epoch": 1, "val_top1": 0.5}]})
+    assert [row["epoch"] for row in log.rows] == [1]

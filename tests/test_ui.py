@@ -185,6 +185,11 @@ def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, ca
         "colours",  # the legend, once for the batch
     ]
     assert len(second.pictures) == 2
+    # The page's path, with a bad file among them: the good images shown, the legend still once.
+    (tmp_path / "bad.png").write_text("not an image")
+    each, refused = show_each(task, load_predictor(tmp_path / "seg"), [*files, tmp_path / "bad.png"], 5)
+    assert len(each) == 2 and len(refused) == 1
+    assert sum(caption == "colours" for item in each for _, caption in item.pictures) == 1
     shown = first
     assert abs(sum(v for k, v in shown.row.items() if k != "file") - 1) < 1e-3
     pictures = task.confusion_images(checkpoint, "val", 0, 0)  # sky pixels predicted as sky

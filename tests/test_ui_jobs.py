@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ def sleeper():
     process.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times are read from /proc")
 def test_a_stop_reaches_only_the_process_recorded_for_the_run(tmp_path, sleeper):
     run = tmp_path / "run"
     run.mkdir()
@@ -38,7 +40,11 @@ def test_a_stop_reaches_only_the_process_recorded_for_the_run(tmp_path, sleeper)
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert run_state(run) == "stopped"
-    assert sleeper.poll() is None  # nothing was sent to it
+    # A run that ended in a process that lives on (a notebook's kernel) is not training either.
+    ended = progress | {"state": "ended"}
+    assert training_process(ended) is None and training_process(progress, run) == sleeper.pid
+    (run / "summary.json").write_text("{}")
+    assert training_process(progress, run) is None
 
 
 def test_a_run_is_resumed_once_and_queued_jobs_can_be_cancelled(tmp_path, monkeypatch):
@@ -72,3 +78,6 @@ def test_endings_and_shell_advice_are_said_in_words(tmp_path):
     void += "(void), set segmentation.ignore_index=11"
     assert page_words(void).endswith("put segmentation.ignore_index=11 in 'more keys'")
     assert page_words("unknown model 'x': see 'vislab models'") == "unknown model 'x': see the model list"
+    assert page_words("(set image_size=32)") == "(put image_size=32 in 'more keys')"
+    spaced = "stopped; continue with: vislab train --resume /my runs/a b"
+    assert page_words(spaced) == "stopped; press Resume to continue"

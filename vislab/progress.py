@@ -28,7 +28,6 @@ class LiveProgress(L.Callback):
         self.loss_sum: torch.Tensor | None = None  # on the training device: no sync per step
         self.loss_count = self.images = 0
         self.written_at = self.window_start = 0.0
-        self.identity = process_identity(os.getpid())
 
     def on_train_start(self, trainer, pl_module) -> None:
         # A resumed run keeps the curve its checkpoint saw and drops what came after it.
@@ -59,6 +58,11 @@ class LiveProgress(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.write(trainer, "finishing")
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        # Stopped or failed: said in the file, for a run whose process lives on (a notebook's kernel),
+        # which the page must neither signal nor count as training.
+        self.write(trainer, "ended")
 
     def add_point(self, trainer) -> None:
         if not self.loss_count:
@@ -98,7 +102,9 @@ class LiveProgress(L.Callback):
             {
                 "state": state,
                 "pid": os.getpid(),
-                "process": self.identity,  # so that a stop never reaches another process given this id
+                # So that a stop never reaches another process given this id (of the writing process:
+                # rank 0 may be a spawned child of the one that built this callback).
+                "process": process_identity(os.getpid()),
                 "updated": time.time(),
                 "epoch": trainer.current_epoch,
                 "epochs": epochs,

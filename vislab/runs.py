@@ -97,6 +97,8 @@ class EpochLog(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict["rows"])
+        if self.rows and self.rows[0]["epoch"] == 0:  # a checkpoint written before epochs counted from 1
+            self.rows = [row | {"epoch": row["epoch"] + 1} for row in self.rows]
         self.resumed = {key: state_dict.get(key, 0.0) for key in self.resumed}
 
 

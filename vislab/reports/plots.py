@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 from pathlib import Path
 
 import matplotlib
@@ -11,6 +12,7 @@ import matplotlib.ticker
 import numpy as np
 from matplotlib import font_manager
 from matplotlib.figure import Figure
+from PIL import Image
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from vislab.files import replacing
@@ -37,13 +39,19 @@ def packaged_cjk_font() -> Path | None:
 
 
 @functools.cache
-def draw_every_script() -> str | None:
-    """Once per process: matplotlib falls back glyph by glyph from its font to a CJK font, appended to
-    `font.family` (it changes nothing that the first font can draw). Returns the fallback's name."""
+def cjk_fallback() -> str | None:
+    """The CJK font's family name, its packaged file added to matplotlib's fonts once per process."""
     if packaged_cjk_font() is not None:
         font_manager.fontManager.addfont(str(packaged_cjk_font()))
     installed = {font.name for font in font_manager.fontManager.ttflist}
-    fallback = next((name for name in CJK_FONTS if name in installed), None)
+    return next((name for name in CJK_FONTS if name in installed), None)
+
+
+def draw_every_script() -> str | None:
+    """Before each figure: matplotlib falls back glyph by glyph from its font to a CJK font, appended to
+    `font.family` (it changes nothing that the first font can draw; checked each time, as a style or an
+    rc_context may have reset it). Returns the fallback's name."""
+    fallback = cjk_fallback()
     families = list(matplotlib.rcParams["font.family"])
     if fallback is not None and fallback not in families:
         matplotlib.rcParams["font.family"] = [*families, fallback]
@@ -317,7 +325,6 @@ def per_class_iou(ious: list[float], classes: list[str]) -> Figure:
 def class_legend(classes: list[str], palette: list, ignored: bool = False) -> np.ndarray:
     """The mask colours with their class names, as an RGB picture: the legend shown beside masks in the
     web UI (white: pixels left out, where `ignored`)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.patches import Patch
 
     entries = [*zip(classes, palette), *([("left out (void)", (255, 255, 255))] if ignored else [])]
@@ -326,12 +333,9 @@ def class_legend(classes: list[str], palette: list, ignored: bool = False) -> np
     axis.axis("off")
     handles = [Patch(facecolor=np.asarray(c) / 255, edgecolor="gray", label=n) for n, c in entries]
     axis.legend(handles=handles, loc="center", ncol=columns, frameon=False, handlelength=1.4)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    picture = np.asarray(canvas.buffer_rgba())[..., :3]
-    inked = np.argwhere((picture < 250).any(axis=2))  # cropped to the legend, with a margin
-    (top, left), (bottom, right) = inked.min(axis=0), inked.max(axis=0)
-    return picture[max(top - 8, 0) : bottom + 9, max(left - 8, 0) : right + 9].copy()
+    drawn = io.BytesIO()
+    fig.savefig(drawn, format="png", dpi=100, bbox_inches="tight", pad_inches=0.08)  # long names whole
+    return np.asarray(Image.open(drawn).convert("RGB"))
 
 
 def save(fig: Figure, path: Path) -> Path:

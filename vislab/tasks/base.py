@@ -43,6 +43,9 @@ class Preview:
     samples: list[tuple[Any, str]]  # (HxWx3 uint8 array, caption)
 
 
+LEGEND = "colours"  # the caption of a mask colours' legend among the pictures
+
+
 @dataclass
 class Shown:
     """One image's prediction as the UI shows it."""

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -65,9 +66,10 @@ def cjk_font_face() -> tuple[str, list[str]]:
     font = packaged_cjk_font()
     if font is None:
         return "", []
+    source = 'url("/gradio_api/file=' + quote(font.as_posix()) + '")'  # any path: spaces, brackets
     script = (
-        f"<script>const vislabCjk = new FontFace({json.dumps(CJK_FAMILY)}, "
-        f"{json.dumps(f'url(/gradio_api/file={font})')}, {{unicodeRange: {json.dumps(CJK_RANGES)}}});"
+        f"<script>const vislabCjk = new FontFace({json.dumps(CJK_FAMILY)}, {json.dumps(source)}, "
+        f"{{unicodeRange: {json.dumps(CJK_RANGES)}}});"
         "document.fonts.add(vislabCjk); vislabCjk.load();</script>"
     )
     return script, [str(font)]

@@ -23,11 +23,11 @@ class Context:
 def page_words(text: str) -> str:
     """A message or log as the page shows it: where it tells a shell user what to type, what to do on
     the page instead (the button to press, the field to put a key in)."""
-    text = re.sub(r"continue with: vislab train --resume \S+", "press Resume to continue", text)
+    text = re.sub(r"continue with: vislab train --resume [^;\n]+", "press Resume to continue", text)
     text = text.replace("see 'vislab models'", "see the model list").replace(
         "see 'vislab datasets'", "see the built-in datasets"
     )
-    return re.sub(r"\bset ([\w.]+=\S+)", r"put \1 in 'more keys'", text)
+    return re.sub(r"\bset ([\w.]+=[^\s,;()]+)", r"put \1 in 'more keys'", text)
 
 
 def failure(text: str) -> str:

@@ -88,7 +88,7 @@ class JobQueue:
             waiting = self.running_in(run_dir)
             if waiting is not None:
                 raise VislabError(f"{run_dir.name} is already {waiting.state} (job {waiting.number})")
-            if training_process(read_progress(run_dir)):
+            if training_process(read_progress(run_dir), run_dir):
                 raise VislabError(f"{run_dir.name} is still training")
             job = self.add(["--resume", str(run_dir)], "train", run_dir)
         self.wakeup.set()
@@ -173,9 +173,12 @@ def read_progress(run_dir: Path) -> dict:
         return {}
 
 
-def training_process(progress: dict) -> int | None:
+def training_process(progress: dict, run_dir: Path | None = None) -> int | None:
     """The id of the process that trains the run of `progress` (progress.json), if it is alive and still
-    that process: never another that was given the same id after a kill or a restart."""
+    that process (never another that was given the same id after a kill or a restart), and the run has
+    neither ended nor finished (its process may live on: a notebook's kernel)."""
+    if progress.get("state") == "ended" or (run_dir is not None and (run_dir / "summary.json").is_file()):
+        return None
     pid = progress.get("pid")
     return int(pid) if same_process(pid, progress.get("process")) else None
 

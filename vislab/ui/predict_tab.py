@@ -15,6 +15,7 @@ from vislab.data.images import image_files
 from vislab.errors import VislabError, describe_os_error
 from vislab.export import load_predictor
 from vislab.tasks import get_task
+from vislab.tasks.base import LEGEND
 from vislab.ui.common import Context, failure
 from vislab.ui.results_tab import finished_runs
 
@@ -64,12 +65,18 @@ def images_to_predict(uploads: list[str] | None, folder: str) -> list[Path]:
 def show_each(task, predictor, files: list[Path], topk: int) -> tuple[list, list[str]]:
     """What the page shows for each image it can read, and one line for each it cannot (named by its
     file name, not the upload's temporary path): one bad file does not hold back the others."""
+    try:
+        return task.show(predictor, files, topk), []  # one call: a segmentation legend comes once
+    except VislabError:
+        pass  # a bad file among them: each image on its own
     shown, refused = [], []
     for file in files:
         try:
             shown += task.show(predictor, [file], topk)
         except VislabError as error:
             refused.append(str(error).replace(str(file), file.name))
+    for item in shown[1:]:  # the legend once, after the first image
+        item.pictures[:] = [picture for picture in item.pictures if picture[1] != LEGEND]
     return shown, refused
 
 

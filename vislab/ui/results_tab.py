@@ -82,7 +82,7 @@ def confusion(run_dir: Path, split: str) -> dict:
     return json.loads(path.read_text())
 
 
-CHOSEN = "outline: 3px solid #f97316; outline-offset: -3px; font-weight: bold; color: black"  # clicked
+CHOSEN = "outline: 3px solid #f97316; outline-offset: -3px; font-weight: bold"  # the clicked cell
 
 
 def confusion_view(evaluation: dict, pixels: bool, chosen: tuple[int, int] | None = None):

@@ -37,6 +37,8 @@ def describe(run_dir: Path | None, job: Job | None) -> str:
         return f"job {job.number}: {job.state}, starting" if job else "no run yet: press Start"
     progress = read_progress(run_dir)
     state = run_state(run_dir, progress)
+    if job is not None and job.state == "running" and progress.get("state") == "ended":
+        state = "stopping"  # its process saves and exits: Resume waits until it is gone
     head = f"**{run_dir.name}**: {state}"
     if job is not None and job.state in ("stopped", "failed") and state != "finished":
         head += f" ({job_words(job)})"
@@ -121,7 +123,7 @@ def build(context: Context, setup: Setup) -> None:
             return context.jobs.stop(job)
         # A run started elsewhere (a shell): the same stop, sent only to the process that trains it now,
         # never to another that was given its recorded id since (after a kill or a restart).
-        pid = training_process(read_progress(run_dir)) if run_dir else None
+        pid = training_process(read_progress(run_dir), run_dir) if run_dir else None
         if pid is None:
             raise VislabError("nothing is training to stop")
         os.kill(pid, signal.SIGTERM)

@@ -17,7 +17,7 @@ from vislab.export import Predictor
 from vislab.memory import batch_warning
 from vislab.predictions import predict
 from vislab.reports.plots import class_legend
-from vislab.tasks.base import Preview, Shown
+from vislab.tasks.base import LEGEND, Preview, Shown
 from vislab.tasks.segmentation.predict import load_eval_split, predict_labels
 
 
@@ -26,7 +26,7 @@ def preview(config: Config, count: int = 8) -> Preview:
     alike) with their masks laid over them, after the colours' legend."""
     splits = load_dataset(config.model_copy(update={"in_memory": False}))
     rows = [[name, len(splits.split(name))] for name in ("train", "val")]
-    samples = [(class_legend(splits.classes, splits.palette, ignored=True), "colours")]
+    samples = [(class_legend(splits.classes, splits.palette, ignored=True), LEGEND)]
     pairs = list(zip(splits.train.image_files, splits.train.mask_files))
     for image_file, mask_file in pairs[:: max(1, len(pairs) // count)][:count]:
         image = np.asarray(open_image(image_file, 3))
@@ -44,7 +44,7 @@ def preview(config: Config, count: int = 8) -> Preview:
 def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
     """The colour mask over each image, the mask alone, and each class's share of the pixels."""
     classes = predictor.meta.classes
-    legend = [(class_legend(classes, predictor.meta.palette), "colours")]
+    legend = [(class_legend(classes, predictor.meta.palette), LEGEND)]
     shown = []
     for file in files:
         labels, colours, laid_over = predict(predictor, file).drawn(0)
