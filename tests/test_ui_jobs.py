@@ -81,3 +81,16 @@ def test_endings_and_shell_advice_are_said_in_words(tmp_path):
     assert page_words("(set image_size=32)") == "(put image_size=32 in 'more keys')"
     spaced = "stopped; continue with: vislab train --resume /my runs/a b"
     assert page_words(spaced) == "stopped; press Resume to continue"
+
+
+def test_report_figures_are_named_in_words():
+    from vislab.ui.results_tab import figure_name
+
+    classes = ["데이지", "rose", "tulip"]
+    assert figure_name("confusion_0_2", classes) == "true 데이지, predicted tulip"
+    assert (
+        figure_name("per_class", classes) == "scores per class"
+        and figure_name("curves", []) == "training curves"
+    )
+    assert figure_name("confusion_7_9", classes) == "confusion 7 9"  # not of these classes: as written
+    assert figure_name("some_new_figure", classes) == "some new figure"

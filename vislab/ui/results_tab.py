@@ -66,6 +66,35 @@ def sweep_view(context: Context, study: str) -> tuple[str, dict, list[str]]:
     return line, table, [name for name in opened if name in finished_runs(context)]
 
 
+FIGURE_NAMES = {
+    "curves": "training curves",
+    "confusion": "confusion matrix",
+    "per_class": "scores per class",
+    "iou": "IoU per class",
+    "roc": "ROC curves",
+    "pr": "precision-recall curves",
+    "calibration": "calibration",
+    "tsne": "t-SNE of the features",
+    "gradcam_correct": "Grad-CAM: right answers",
+    "gradcam_misclassified": "Grad-CAM: mistakes",
+    "activations": "activation maps",
+    "misclassified": "most confident mistakes",
+    "highest_loss": "highest loss",
+    "overlays": "predicted masks",
+}
+
+
+def figure_name(stem: str, classes: list[str]) -> str:
+    """A report figure's caption in words, from its file name (confusion_3_5: the images of class 3
+    predicted as 5)."""
+    parts = stem.split("_")
+    if parts[0] == "confusion" and len(parts) == 3 and all(p.isdigit() for p in parts[1:]):
+        true, predicted = (int(p) for p in parts[1:])
+        if max(true, predicted) < len(classes):
+            return f"true {classes[true]}, predicted {classes[predicted]}"
+    return FIGURE_NAMES.get(stem, stem.replace("_", " "))
+
+
 def summary_rows(run_dir: Path) -> list[list]:
     path = run_dir / "summary.json"
     if not path.is_file():
@@ -171,7 +200,7 @@ def build(context: Context) -> None:
             except VislabError as error:
                 compared_text = failure(str(error))
         summary_table = {"headers": ["", "value"], "data": summary_rows(first)}
-        figures_value = [(str(p), p.stem) for p in pngs]
+        figures_value = [(str(p), figure_name(p.stem, evaluation["classes"])) for p in pngs]
         return "", line, summary_table, figures_value, table, "", [], compared_text, compared_curves
 
     @guarded(3)
