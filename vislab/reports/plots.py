@@ -41,8 +41,9 @@ def packaged_cjk_font() -> Path | None:
 @functools.cache
 def cjk_fallback() -> str | None:
     """The CJK font's family name, its packaged file added to matplotlib's fonts once per process."""
-    if packaged_cjk_font() is not None:
-        font_manager.fontManager.addfont(str(packaged_cjk_font()))
+    packaged = packaged_cjk_font()
+    if packaged is not None:
+        font_manager.fontManager.addfont(str(packaged))
     installed = {font.name for font in font_manager.fontManager.ttflist}
     return next((name for name in CJK_FONTS if name in installed), None)
 

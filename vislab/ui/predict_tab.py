@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import gradio as gr
-import yaml
 
+from vislab.config import read_yaml
 from vislab.data.images import image_files
 from vislab.errors import VislabError, describe_os_error
 from vislab.export import load_predictor
@@ -36,13 +36,13 @@ def chosen_model(context: Context, choice: str) -> Path:
 
 
 def task_of(context: Context, choice: str) -> str | None:
-    """The task of a run, or of the run an exported model was written into, from its config.yaml."""
+    """The task of a run, or of the run an exported model was written into, from its config.yaml (None
+    where it cannot be told)."""
     try:
         path = chosen_model(context, choice)
+        return read_yaml((path if path.is_dir() else path.parent.parent) / "config.yaml").get("task")
     except VislabError:
         return None
-    config = (path if path.is_dir() else path.parent.parent) / "config.yaml"
-    return (yaml.safe_load(config.read_text()) or {}).get("task") if config.is_file() else None
 
 
 def images_to_predict(uploads: list[str] | None, folder: str) -> list[Path]:

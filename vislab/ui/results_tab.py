@@ -95,6 +95,9 @@ def figure_name(stem: str, classes: list[str]) -> str:
     return FIGURE_NAMES.get(stem, stem.replace("_", " "))
 
 
+SUMMARY_COLUMNS = ["", "value"]
+
+
 def summary_rows(run_dir: Path) -> list[list]:
     path = run_dir / "summary.json"
     if not path.is_file():
@@ -164,7 +167,7 @@ def build(context: Context) -> None:
     headline = gr.Markdown(elem_id="headline")
     with gr.Row():
         summary = gr.Dataframe(
-            headers=["", "value"], label="summary", interactive=False, elem_id="summary", scale=1
+            headers=SUMMARY_COLUMNS, label="summary", interactive=False, elem_id="summary", scale=1
         )
         figures = gr.Gallery(label="report figures", columns=3, height=420, elem_id="figures", scale=2)
     gr.Markdown(
@@ -199,7 +202,7 @@ def build(context: Context) -> None:
                 compared_curves = gr.update(value=str(out / "curves.png"), visible=True)
             except VislabError as error:
                 compared_text = failure(str(error))
-        summary_table = {"headers": ["", "value"], "data": summary_rows(first)}
+        summary_table = {"headers": SUMMARY_COLUMNS, "data": summary_rows(first)}
         figures_value = [(str(p), figure_name(p.stem, evaluation["classes"])) for p in pngs]
         return "", line, summary_table, figures_value, table, "", [], compared_text, compared_curves
 

@@ -17,6 +17,7 @@ from vislab.ui.jobs import Job, log_tail, read_progress, run_state, training_pro
 from vislab.ui.setup_tab import Setup, config_of, train_args
 
 CURRENT = "(current job)"
+QUEUE_COLUMNS = ["job", "state", "run", "command"]
 REFRESH_S = 1.0
 
 
@@ -90,7 +91,7 @@ def queue_table(context: Context) -> dict:
         [j.number, j.state, run.name if run else "", j.title]
         for j, run in ((j, j.find_run_dir()) for j in reversed(context.jobs.jobs))
     ]
-    return {"headers": ["job", "state", "run", "command"], "data": rows}
+    return {"headers": QUEUE_COLUMNS, "data": rows}
 
 
 def build(context: Context, setup: Setup) -> None:
@@ -104,9 +105,7 @@ def build(context: Context, setup: Setup) -> None:
     message = gr.Markdown(elem_id="train-message")
     status = gr.Markdown(elem_id="train-status")
     plot = gr.Plot(label="curves", elem_id="curves")
-    queue = gr.Dataframe(
-        headers=["job", "state", "run", "command"], label="queue", interactive=False, elem_id="queue"
-    )
+    queue = gr.Dataframe(headers=QUEUE_COLUMNS, label="queue", interactive=False, elem_id="queue")
     log = gr.Textbox(label="log (last lines)", lines=10, max_lines=10, interactive=False, elem_id="log")
 
     @guarded(1)
