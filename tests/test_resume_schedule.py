@@ -54,9 +54,11 @@ def test_a_changed_schedule_on_resume_is_planned_anew(cli, tmp_path):
     assert learning_rates(tmp_path / "a")[2] == pytest.approx(learning_rates(tmp_path / "b")[2])
 
 
-def test_an_extended_run_resumes_bit_for_bit(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_an_extended_run_resumes_bit_for_bit(cli, tmp_path, monkeypatch, precision):
     runs = f"runs_dir={tmp_path}"
-    assert cli("train", *FAST, "epochs=1", runs, "name=whole", "checkpoint_every_min=0").code == 0
+    keys = [*FAST, "epochs=1", runs, "name=whole", "checkpoint_every_min=0", f"trainer.precision={precision}"]
+    assert cli("train", *keys).code == 0
     shutil.copytree(tmp_path / "whole", tmp_path / "stopped")
     assert cli("train", "--resume", tmp_path / "whole", "epochs=3").code == 0
     # Stopped in the middle of the second extra epoch, then resumed as it is.

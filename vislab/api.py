@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Iterable
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -235,11 +235,22 @@ class Model:
         """The PyTorch module (None for an ONNX file)."""
         return self.predictor.run if isinstance(self.predictor.run, torch.nn.Module) else None
 
-    def predict(self, images: Any, topk: int = 5, tta: bool = False, batch_size: int = 64) -> Predictions:
+    def predict(
+        self,
+        images: Any,
+        topk: int = 5,
+        tta: bool = False,
+        batch_size: int = 64,
+        precision: str | None = None,
+    ) -> Predictions:
         """Predictions for images: a path, a folder (every image under it, sorted), a PIL image, an HxWxC
         (or HxW) uint8 array, a CxHxW tensor, or a list of these. Files are read as `vislab predict`
-        reads them; `tta` averages over flipped (and shifted) views."""
-        return predict(self.predictor, images, topk, tta, batch_size)
+        reads them; `tta` averages over flipped (and shifted) views. The model runs in the precision it
+        trained in unless `precision` says otherwise ("32-true": fp32)."""
+        predictor = self.predictor
+        if precision is not None:
+            predictor = replace(predictor, meta=predictor.meta.in_precision(precision))
+        return predict(predictor, images, topk, tta, batch_size)
 
     def evaluate(
         self,
@@ -252,7 +263,8 @@ class Model:
         """Scores on a split of the run's data, or of `data` (any `data=` value with the same classes):
         classification loss, top-1/top-5, per-class accuracy, macro precision/recall/F1 and the confusion
         matrix; segmentation mIoU, per-class IoU, pixel and mean class accuracy and the confusion matrix.
-        Writes nothing unless `write` (eval_<split>.json and confusion_<split>.csv, as `vislab eval`)."""
+        Writes nothing unless `write` (eval_<split>.json and confusion_<split>.csv, as `vislab eval`). In the
+        precision the run trained in unless `overrides` say otherwise (`["trainer.precision=32-true"]`)."""
         from vislab.tasks import evaluate
 
         words = [*([f"data={data_name(data)}"] if data is not None else []), *(overrides or [])]

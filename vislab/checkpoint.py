@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
+from vislab.config import INFERENCE_PRECISIONS
 from vislab.data.segmentation import STRIDE
 from vislab.errors import VislabError
 from vislab.files import replacing
@@ -60,6 +61,20 @@ class ModelMeta:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def precision(self) -> str:
+        """The precision the run trained in, which evaluation and prediction use (`vislab.precision`)."""
+        return self.config.get("trainer", {}).get("precision", "32-true")
+
+    def in_precision(self, precision: str) -> ModelMeta:
+        """The same model evaluated and predicted in another precision: 32-true, bf16-mixed or 16-mixed."""
+        if precision not in INFERENCE_PRECISIONS:
+            raise VislabError(
+                f"precision {precision}: evaluation and prediction run in 32-true, bf16-mixed or 16-mixed"
+            )
+        trainer = self.config.get("trainer", {}) | {"precision": precision}
+        return dataclasses.replace(self, config=self.config | {"trainer": trainer})
 
     @property
     def preprocess(self) -> Preprocess:

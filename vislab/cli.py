@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vislab.config import INFERENCE_PRECISIONS
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
 from vislab.plugins import import_all
 from vislab.stopping import STOP
@@ -65,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("target", metavar="IMAGE_OR_DIR")
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--tta", action="store_true", help="average over flipped (and shifted) views")
+    predict.add_argument(
+        "--precision",
+        choices=INFERENCE_PRECISIONS,
+        help="run the model in this precision (default: the one it trained in; ONNX files: 32-true)",
+    )
     predict.add_argument(
         "--out", type=Path, help="a .csv or .json file (segmentation: a folder for the masks)"
     )
@@ -194,7 +200,7 @@ def run_predict(args) -> None:
 
     model = api.load(args.run)
     check_output(model.task, args.out)
-    predictions = model.predict(args.target, topk=args.topk, tta=args.tta)
+    predictions = model.predict(args.target, topk=args.topk, tta=args.tta, precision=args.precision)
     if model.task == "segmentation":
         folder = predictions.save(args.out or run_dir_of(model.path) / "predictions")
         print(f"wrote label, colour and overlay masks to {folder}")

@@ -104,6 +104,10 @@ class EarlyStoppingConfig(Section):
     min_delta: float = 0.0
 
 
+# The precisions a trained model evaluates and predicts in (`vislab.precision.inference`).
+INFERENCE_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
 class TrainerConfig(Section):
     """How the run executes; passed to Lightning's Trainer."""
 
@@ -111,7 +115,8 @@ class TrainerConfig(Section):
     devices: int | str = "auto"
     strategy: str = "auto"  # e.g. ddp, ddp_spawn; on CPU DDP uses gloo
     num_nodes: int = 1
-    precision: str = "auto"  # auto: bf16-mixed on GPUs that support it, else 16-mixed on GPU, 32-true on CPU
+    # auto: bf16-mixed where the GPU or the CPU has bf16 units, 16-mixed on older GPUs, else 32-true
+    precision: str = "auto"
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     ema_decay: float | None = (

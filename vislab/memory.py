@@ -17,6 +17,7 @@ from torch import nn
 from vislab.config import Config
 from vislab.errors import VislabError
 from vislab.models import backbone_of, create_model, model_input_size
+from vislab.precision import resolve_precision, uses_cuda
 
 IN_MEMORY_BUDGET = 4 * 2**30  # left to choose, datasets larger than this are streamed from their files
 DECODE_FACTOR = 5  # a decoded image is held as uint8 and, while it is resized or batched, as float32 too
@@ -83,13 +84,9 @@ def hold_in_memory(
     return held
 
 
-def on_gpu(config: Config) -> bool:
-    return config.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-
-
 def training_memory(config: Config) -> tuple[int | None, str]:
     """Bytes free where the model trains, and where that is, for the message."""
-    if on_gpu(config):
+    if uses_cuda(config.trainer):
         try:
             return torch.cuda.mem_get_info()[0], "free on the GPU"
         except RuntimeError:
@@ -99,9 +96,7 @@ def training_memory(config: Config) -> tuple[int | None, str]:
 
 def activation_bytes(config: Config) -> int:
     """Bytes per kept activation at the precision the run will train in."""
-    precision = config.trainer.precision
-    if precision == "auto":
-        return 2 if on_gpu(config) else 4
+    precision = resolve_precision(config.trainer)
     return 2 if "16" in precision else 8 if "64" in precision else 4
 
 

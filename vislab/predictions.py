@@ -19,6 +19,7 @@ from vislab.data.images import decode_any, image_files
 from vislab.errors import VislabError
 from vislab.export import Predictor
 from vislab.files import replacing, write_atomically
+from vislab.precision import inference
 from vislab.reports.notebook import image_html
 from vislab.tta import TestTimeAugment
 
@@ -64,7 +65,7 @@ THUMBNAILS = 32  # the predictions a notebook shows; the rest are kept as number
 
 def class_probabilities(predictor: Predictor, images: torch.Tensor) -> torch.Tensor:
     """Class probabilities for a batch of uint8 images read by the model's `Preprocess`."""
-    with torch.inference_mode():
+    with inference(predictor.meta.precision):
         return predictor(predictor.meta.preprocess.normalise(images)).float().softmax(1)
 
 

@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim.swa_utils import get_ema_multi_avg_fn
@@ -22,6 +21,7 @@ from vislab.distributed import RUN_DIR_ENV, agree, is_rank_zero, open_group
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
 from vislab.files import remove, write_json
 from vislab.models import count_parameters, require_model_code, run_label
+from vislab.precision import resolve_precision
 from vislab.progress import LiveProgress
 from vislab.resilience import RunGuard
 from vislab.runs import EpochLog, create_run_dir, environment, summarize
@@ -64,15 +64,6 @@ class EpochLines(L.pytorch.callbacks.ProgressBar):
 def progress_display() -> L.pytorch.callbacks.ProgressBar:
     """A bar for a terminal, a line per epoch for anything else."""
     return ProgressBar() if sys.stderr.isatty() else EpochLines()
-
-
-def resolve_precision(config: Config) -> str:
-    if config.trainer.precision != "auto":
-        return config.trainer.precision
-    on_gpu = config.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if not on_gpu:
-        return "32-true"
-    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
 def build_trainer(
@@ -130,7 +121,7 @@ def build_trainer(
         devices=t.devices,
         strategy=t.strategy,
         num_nodes=t.num_nodes,
-        precision=resolve_precision(config),
+        precision=resolve_precision(t),
         max_epochs=config.epochs,
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
@@ -236,6 +227,7 @@ def fit(config: Config, resume: Path | None, callbacks: list[L.Callback] = ()) -
             extra = {
                 "params": count_parameters(prepared.module.model),
                 "task": config.task,
+                "precision": config.trainer.precision,
                 **prepared.info,
                 **environment(),
             }

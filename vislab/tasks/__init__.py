@@ -3,6 +3,7 @@ run follows from its data and its model; `task=` only confirms it."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,21 @@ def evaluate(
     """A checkpoint's scores on a split. With `tta`, scored with test-time augmentation, and also without
     it: the result's `tta` entry holds the headline score both ways and the gain. With `write`, also
     eval_<split>.json and confusion_<split>.csv in the run folder (what `vislab eval` leaves)."""
-    checkpoint = as_checkpoint(run_or_checkpoint)
+    checkpoint = in_precision(as_checkpoint(run_or_checkpoint), overrides or [])
     task = get_task(checkpoint.meta.task)
     result = task.evaluate(checkpoint, split, overrides or [], tta)
     if write:
         write_eval(checkpoint.run_dir, split, result)
     return task, result
+
+
+def in_precision(checkpoint: Checkpoint, overrides: list[str]) -> Checkpoint:
+    """The checkpoint evaluated in another precision than it trained in, where `trainer.precision=...`
+    says so (`vislab eval RUN trainer.precision=32-true`)."""
+    precision = parse_overrides(overrides).get("trainer", {}).get("precision")
+    if precision is None:
+        return checkpoint
+    return dataclasses.replace(checkpoint, meta=checkpoint.meta.in_precision(precision))
 
 
 def as_checkpoint(run_or_checkpoint: str | Path | Checkpoint) -> Checkpoint:

@@ -20,6 +20,7 @@ from vislab.data.module import position_seed
 from vislab.errors import VislabError
 from vislab.models import backbone_of, create_model
 from vislab.optim import optimizers_for, replan_schedule, rescale_learning_rates
+from vislab.precision import resolve_precision
 
 
 @dataclass
@@ -108,7 +109,7 @@ def wants_channels_last(config: Config, model: nn.Module) -> bool:
 
 def build_model(config: Config, num_classes: int, channels: int, size: int) -> tuple[nn.Module, Config]:
     """The configured network in its memory layout (and compiled when asked), and the config with the
-    layout decided."""
+    layout and the precision decided (config.yaml records what `auto` became on this machine)."""
     finetune = config.finetune
     model = create_model(
         config.model,
@@ -126,8 +127,8 @@ def build_model(config: Config, num_classes: int, channels: int, size: int) -> t
         model = model.to(memory_format=torch.channels_last)
     if config.trainer.compile:
         model.compile()  # in place, so checkpoints keep the plain parameter names
-    trainer = config.trainer.model_copy(update={"channels_last": channels_last})
-    return model, config.model_copy(update={"trainer": trainer})
+    decided = {"channels_last": channels_last, "precision": resolve_precision(config.trainer)}
+    return model, config.model_copy(update={"trainer": config.trainer.model_copy(update=decided)})
 
 
 RANK_METRICS = (

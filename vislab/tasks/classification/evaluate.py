@@ -22,6 +22,7 @@ from vislab.data import load_dataset
 from vislab.data.module import ImageDataModule
 from vislab.data.splits import Split, Splits
 from vislab.errors import VislabError
+from vislab.precision import inference
 from vislab.tasks.base import eval_config, with_tta
 from vislab.tta import TestTimeAugment
 
@@ -116,7 +117,7 @@ def collect_outputs(model: nn.Module, data: EvalData, with_features: bool = Fals
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     try:
-        with torch.inference_mode():
+        with inference(config.trainer.precision, device):
             for images, batch_labels in module.loader(data.split, train=False):
                 logits.append(model(data.model_input(images.to(device))).float().cpu())
                 labels.append(batch_labels)

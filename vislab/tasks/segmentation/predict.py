@@ -12,6 +12,7 @@ from vislab.data import load_dataset
 from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import STRIDE, SegSplit, read_mask
 from vislab.errors import VislabError
+from vislab.precision import inference
 from vislab.tasks.base import eval_config, with_tta
 from vislab.tasks.segmentation.module import segmentation_metrics
 from vislab.tta import TestTimeAugment
@@ -25,7 +26,7 @@ def model_input(image: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
 
 def predict_labels(model, meta: ModelMeta, image: torch.Tensor) -> np.ndarray:
     """Class indices at the image's own size, scored as training's validation scores them."""
-    with torch.inference_mode():
+    with inference(meta.precision):
         logits = meta.preprocess.logits(model, model_input(image, meta))
         logits = meta.preprocess.restore(logits, image.shape[-2:])
     return logits.argmax(1)[0].numpy().astype(np.uint8)
