@@ -2,6 +2,7 @@
 127.0.0.1, a stop signal that reaches one rank, and validation that counts every image once."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 
 import vislab
 from vislab.distributed import disagreement
+from vislab.resilience import READ_EVERY
 
 from conftest import QUIET
 
@@ -100,13 +102,17 @@ def test_two_nodes_on_loopback_train_the_same_run(two_processes, tmp_path):
 def test_a_sigterm_to_one_rank_stops_every_rank_at_one_step_and_resumes_bit_for_bit(two_processes, tmp_path):
     target = "vislab.resilience.RunGuard.on_train_batch_end"
     stopped = torchrun(
-        STOPPER, "SIGTERM", target, 4, "--rank", 1, "--", "train", *ARGS, "trainer.devices=2",
+        STOPPER, "SIGTERM", target, 14, "--rank", 1, "--", "train", *ARGS, "trainer.devices=2",
         f"runs_dir={tmp_path}", "name=cut",
     )  # fmt: skip
     code, output = finished(stopped)
     assert code != 0
-    # Rank 1 got the signal; both ranks stopped after the same step, rank 0 saved it.
-    assert output.count("stopped by SIGTERM at epoch 1, batch 4/") == 2, output
+    # Rank 1 got the signal in epoch 2; the ranks vote every READ_EVERY steps (one all-reduce), so both
+    # stopped after the same step, the first vote after the signal, and rank 0 saved it.
+    (where, *others) = re.findall(r"stopped by SIGTERM at epoch 2, batch (\d+)/(\d+)", output)
+    assert others == [where], output
+    batch, batches = map(int, where)
+    assert batches + batch == READ_EVERY  # the signal came before step 14; the next vote is step 16's
     run = tmp_path / "cut"
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "summary.json").exists()
     code, output = finished(torchrun("train", "--resume", run, "trainer.devices=2"))
