@@ -13,7 +13,9 @@ from vislab.config import TrainerConfig, read_yaml
 from vislab.errors import RunStopped
 from vislab.precision import cpu_has_bf16, resolve_precision
 
-FAST = {"data": "digits", "epochs": 1, "batch_size": 128, "trainer": {"progress_bar": False}, "report": False}
+# On the CPU (what `auto` decides there is the subject, and one CPU process reads the check every step).
+FAST = {"data": "digits", "epochs": 1, "batch_size": 128, "report": False}
+FAST["trainer"] = {"progress_bar": False, "accelerator": "cpu"}
 
 
 def test_bf16_is_chosen_from_the_flags_the_cpu_reports(tmp_path):

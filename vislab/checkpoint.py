@@ -24,6 +24,7 @@ from vislab.data.segmentation import STRIDE
 from vislab.errors import VislabError
 from vislab.files import replacing
 from vislab.models import create_model, require_model_code
+from vislab.precision import ALIASES
 from vislab.preprocess import Preprocess
 from vislab.runs import run_dir_of
 
@@ -65,7 +66,8 @@ class ModelMeta:
     @property
     def precision(self) -> str:
         """The precision the run trained in, which evaluation and prediction use (`vislab.precision`)."""
-        return self.config.get("trainer", {}).get("precision", "32-true")
+        precision = str(self.config.get("trainer", {}).get("precision", "32-true"))
+        return ALIASES.get(precision, precision)
 
     def in_precision(self, precision: str) -> ModelMeta:
         """The same model evaluated and predicted in another precision: 32-true, bf16-mixed or 16-mixed."""

@@ -14,7 +14,17 @@ from vislab.config import TrainerConfig
 # CPU flags of the bf16 matrix instructions oneDNN uses for convolutions and matrix products (x86).
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
-AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+# Lightning's short names, spelled out: what config.yaml records and evaluation reads.
+ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed", "64": "64-true", "half": "16-mixed"}
+
+# The dtype evaluation and prediction autocast to for a run trained in each precision (a -true run's
+# weights are stored in it; loaded into fp32 they compute in it again under autocast).
+AUTOCAST_DTYPES = {
+    "bf16-mixed": torch.bfloat16,
+    "16-mixed": torch.float16,
+    "bf16-true": torch.bfloat16,
+    "16-true": torch.float16,
+}
 
 
 @functools.cache
@@ -33,15 +43,22 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
+def legacy_auto(trainer: TrainerConfig) -> str:
+    """What `auto` meant in a run from before the decision was recorded: fp32 on a CPU. A resumed run
+    continues in the precision it started in."""
+    return resolve_precision(trainer) if uses_cuda(trainer) else "32-true"
+
+
 def uses_cuda(trainer: TrainerConfig) -> bool:
     return trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
 def resolve_precision(trainer: TrainerConfig) -> str:
-    """`trainer.precision`, with `auto` decided for this machine: on a GPU bf16-mixed where it supports
-    it, else 16-mixed; on a CPU bf16-mixed where it has bf16 matrix instructions, else 32-true."""
+    """`trainer.precision` in Lightning's full name, with `auto` decided for this machine: on a GPU
+    bf16-mixed where it supports it, else 16-mixed; on a CPU bf16-mixed where it has bf16 matrix
+    instructions, else 32-true."""
     if trainer.precision != "auto":
-        return trainer.precision
+        return ALIASES.get(str(trainer.precision), str(trainer.precision))
     if uses_cuda(trainer):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_bf16() else "32-true"

@@ -115,14 +115,20 @@ class RunGuard(L.Callback):
         if self.cut_short:
             raise self.stopped(f"the end of epoch {trainer.current_epoch}")
 
+    def first_bad(self, trainer) -> int:
+        """The earliest batch position at which any rank's loss went non-finite (every rank calls this)."""
+        if trainer.world_size == 1:
+            return int(self.bad_at)
+        # The earliest as the largest of the negated positions (a rank with none offers one past all).
+        far = trainer.max_epochs * trainer.num_training_batches + 1
+        negated = torch.where(self.bad_at >= 0, -self.bad_at, -far).float()
+        return -int(trainer.strategy.reduce(negated, reduce_op="max"))
+
     def non_finite_message(self, trainer, pl_module) -> str:
-        batches = trainer.num_training_batches
-        position = int(self.bad_at)
-        if position >= 0:
-            epoch, batch = divmod(position, batches)
-            what = f"the training loss became {float(self.bad_loss)} at epoch {epoch + 1}, batch {batch + 1}"
-        else:
-            what = "the training loss became non-finite in another process"
+        position, local = self.first_bad(trainer), int(self.bad_at)
+        epoch, batch = divmod(position, trainer.num_training_batches)
+        value = f"{float(self.bad_loss)}" if local == position else "non-finite"
+        what = f"the training loss became {value} at epoch {epoch + 1}, batch {batch + 1}"
         if self.every_step:
             what += ", before the weights changed"
         else:

@@ -21,7 +21,7 @@ from vislab.distributed import RUN_DIR_ENV, agree, is_rank_zero, open_group
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
 from vislab.files import remove, write_json
 from vislab.models import count_parameters, require_model_code, run_label
-from vislab.precision import resolve_precision
+from vislab.precision import legacy_auto, resolve_precision
 from vislab.progress import LiveProgress
 from vislab.resilience import RunGuard
 from vislab.runs import EpochLog, create_run_dir, environment, summarize
@@ -150,6 +150,8 @@ def resume_config(run_dir: Path, overrides: dict) -> Config:
     if isinstance(saved.get("model"), str):  # a user's code is never imported from a run's config
         require_model_code(saved["model"], run_dir)
     config = resolve_config(merge(saved, overrides))
+    if saved.get("trainer", {}).get("precision", "auto") == "auto" and config.trainer.precision == "auto":
+        config.trainer.precision = legacy_auto(config.trainer)  # saved before `auto` was recorded
     found = load_checkpoint(last, prefer="last").meta.task
     if found != config.task:
         raise VislabError(f"{last} is a {found} checkpoint, but {run_dir}/config.yaml is for {config.task}")

@@ -144,14 +144,16 @@ class TaskModule(L.LightningModule):
         super().__init__()
         self.model, self.config, self.meta = model, config, meta
         self.preprocess = meta.preprocess  # how validation reads its images
-        self.train_loss = MeanMetric()
+        # No NaN check here: it reads the device every step, and RunGuard stops a non-finite loss anyway.
+        self.train_loss = MeanMetric(nan_strategy="disable")
         # Weighted by images and summed over ranks: the same value whatever the number of processes.
         self.val_loss = MeanMetric()
         self.resumed_lr: float | None = None  # the learning rate the checkpoint resumed from was trained at
         self.resumed_plan: dict | None = None  # the schedule's plan in the checkpoint resumed from
 
     def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
-        self.train_loss.update(loss.detach(), batch_size)
+        # The weight made on the device: a Python number would be copied there, a wait on every step.
+        self.train_loss.update(loss.detach(), loss.new_full((), batch_size))
         self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
 
     def train_metrics(self) -> list[Metric]:

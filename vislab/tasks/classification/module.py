@@ -33,7 +33,8 @@ class ClassificationModule(TaskModule):
         super().__init__(model, config, meta)
         self.batch_augment, self.class_weight = batch_augment, class_weight
         num_classes = len(meta.classes)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Unchecked inputs: the checks read the device on every training step.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_top1 = MulticlassAccuracy(num_classes, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
 
@@ -45,8 +46,11 @@ class ClassificationModule(TaskModule):
         images, labels = batch
         inputs, targets = self.batch_augment(images, labels)
         logits = self.model(self.model_inputs(inputs))
-        weight = None if self.class_weight is None else self.class_weight.to(logits.device)
-        loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
+        if self.class_weight is not None and self.class_weight.device != logits.device:
+            self.class_weight = self.class_weight.to(logits.device)  # once, not a copy every step
+        loss = F.cross_entropy(
+            logits, targets, weight=self.class_weight, label_smoothing=self.config.label_smoothing
+        )
         # With MixUp/CutMix the targets are soft; accuracy is against the dominant label of each mix.
         hard = targets.argmax(1) if targets.ndim == 2 else targets
         self.train_acc(logits, hard)
