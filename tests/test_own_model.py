@@ -410,3 +410,23 @@ def test_processes_started_from_the_web_ui_get_the_code_it_imported(nets, tmp_pa
     assert plugins.import_arguments() == []
     plugins.import_all([str(nets), "student_models"])
     assert plugins.import_arguments() == ["--import", str(nets), "--import", "student_models"]
+
+
+def test_a_locked_server_resolves_only_the_code_it_was_started_with(cli, tmp_path, nets):
+    """`vislab ui` locks imports once it starts: a reference typed on its page to a file it was not started
+    with (an uploaded zip may hold one) is refused and never runs; what `--import` named still resolves."""
+    marker = tmp_path / "payload-ran"
+    uploaded = tmp_path / "uploads" / "evil.py"
+    uploaded.parent.mkdir()
+    uploaded.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    plugins.import_all([str(nets)])  # vislab ui --import nets.py
+    plugins.lock("this page imports no code of its own accord")
+    assert resolve_model(f"{nets}:TinyNet") == f"{nets}:TinyNet"
+    for reference in (f"{uploaded}:net", "json.decoder:JSONDecoder"):
+        with pytest.raises(VislabError, match="this page imports no code of its own accord"):
+            resolve_model(reference)
+    assert not marker.exists()
+    # The jobs it starts inherit the lock, after importing what the server passes them with --import.
+    job = cli("train", *FAST, f"model={uploaded}:net", "--import", str(nets), f"runs_dir={tmp_path}")
+    assert job.code == 2 and "this page imports no code of its own accord" in job.err, job.err
+    assert not marker.exists()

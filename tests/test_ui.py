@@ -19,7 +19,7 @@ from vislab.errors import VislabError
 from vislab.export import load_predictor
 from vislab.tasks import get_task, load_config
 from vislab.ui.predict_tab import show_each
-from vislab.ui.setup_tab import DEFAULT_MODEL, config_of, models_for, train_args
+from vislab.ui.setup_tab import DEFAULT_MODEL, config_of, folder_classes, models_for, train_args
 from vislab.ui.uploads import data_spec, unpack_zip
 
 from conftest import QUIET, small_copy
@@ -51,6 +51,7 @@ def test_zip_of_class_folders_unpacks_to_its_dataset_root(tmp_path):
     assert root == tmp_path / "out" / "pets"
     assert sorted(p.name for p in root.iterdir()) == ["cat", "dog"]
     assert data_spec(root) == f"folder:{root}"
+    assert folder_classes(str(root)) == 2 and folder_classes("") is None  # the parameter count's head
     config = load_config(None, [f"data={data_spec(root)}", "val_fraction=0.34"])
     preview = get_task(config.task).preview(config)
     assert [row[0] for row in preview.rows] == ["cat", "dog"]
@@ -193,7 +194,8 @@ def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, ca
     shown = first
     assert abs(sum(v for k, v in shown.row.items() if k != "file") - 1) < 1e-3
     pictures = task.confusion_images(checkpoint, "val", 0, 0)  # sky pixels predicted as sky
-    assert 0 < len(pictures) <= 3 and pictures[0][0].ndim == 3
+    assert pictures[0][1] == "colours"  # the legend: which colour marks the cell's pixels
+    assert 0 < len(pictures) - 1 <= 3 and pictures[1][0].ndim == 3
 
 
 def test_the_model_list_follows_the_datas_task(tmp_path, camvid):
@@ -203,3 +205,50 @@ def test_the_model_list_follows_the_datas_task(tmp_path, camvid):
     assert "small_cnn" in for_digits and "deep_unet" not in for_digits
     assert "deep_unet" in for_scenes and "small_cnn" not in for_scenes
     assert for_digits[0] == for_scenes[0] == DEFAULT_MODEL
+
+
+def test_the_time_a_run_takes_is_estimated_before_start_and_a_long_one_warned(tmp_path, camvid):
+    from vislab.estimate import run_time_lines, seconds_per_image
+
+    digits = load_config(None, ["data=digits", "epochs=3"])
+    shown = get_task("classification").preview(digits).summary
+    assert "an epoch on this machine" in shown and "for 3 epochs" in shown and "warning" not in shown
+    # The estimate follows the model: a ResNet-18 image costs far more than small_cnn's 8x8 digit.
+    small = seconds_per_image(digits, 10, 1, 8)
+    large = seconds_per_image(load_config(None, ["data=digits", "model=cifar_resnet18"]), 10, 3, 32)
+    assert 0 < small * 5 < large
+    long_run = load_config(None, ["data=digits", "epochs=1000000"])
+    _, warning = run_time_lines(long_run, 10, 1, 8, 1616)
+    assert warning.startswith("vislab: warning: 1000000 epochs of small_cnn on 1,616 images at 8 px take")
+    assert warning.endswith("lower epochs or image_size, or choose a smaller model")
+    scenes = small_copy(camvid, tmp_path / "scenes", 2, 1)
+    segmentation = load_config(None, [f"data=segfolder:{scenes}", "segmentation.ignore_index=11"])
+    assert "an epoch on this machine" in get_task("segmentation").preview(segmentation).summary
+
+
+def test_the_page_applies_fixes_only_to_data_inside_its_runs_folder(tmp_path):
+    from vislab.ui.audit import apply_audit, fixes_text, page_owns
+
+    runs = tmp_path / "runs"
+    inside, outside = runs / ".ui" / "uploads" / "pets", tmp_path / "elsewhere" / "pets"
+    for folder in (inside, outside):
+        for kind in ("cat", "dog"):
+            (folder / kind).mkdir(parents=True)
+            (folder / kind / "a.jpg").write_bytes(jpeg_bytes((200, 0, 0)))
+    owned, foreign = (load_config(None, [f"data=folder:{f}"]) for f in (inside, outside))
+    assert page_owns(runs, owned) and not page_owns(runs, foreign)
+    assert not page_owns(runs, load_config(None, ["data=digits"]))
+    plan = [{"action": "remove", "file": str(outside / "cat" / "a.jpg"), "target": "", "reason": "a leak"}]
+    assert fixes_text(plan, foreign, False).endswith(f"run: `vislab check folder:{outside} --apply`")
+    # The last audit of a folder of the same name elsewhere: its plan names files outside the upload.
+    stale = {"leaks": [], "duplicates": [], "label_issues": []}
+    stale["unreadable"] = [{"file": str(outside / "cat" / "a.jpg"), "problem": "cannot be decoded"}]
+    (runs / "check" / "pets").mkdir(parents=True)
+    (runs / "check" / "pets" / "check.json").write_text(json.dumps(stale))
+    with pytest.raises(VislabError, match="the page changes only data inside its runs folder"):
+        apply_audit(runs, foreign, confirmed=True)
+    with pytest.raises(VislabError, match="tick 'yes, move the files' first"):
+        apply_audit(runs, owned, confirmed=False)
+    with pytest.raises(VislabError, match=f"the last audit's fixes name files outside {inside}"):
+        apply_audit(runs, owned, confirmed=True)
+    assert (outside / "cat" / "a.jpg").is_file()  # nothing moved

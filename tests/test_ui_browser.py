@@ -295,6 +295,11 @@ def test_segmentation_end_to_end(page, server, camvid, tmp_path):
     shoot(page, "2-train-segmentation")
     look_at_results(page, "ui-camvid", (0, 1))  # sky pixels predicted as sky... or whatever is first
     shoot(page, "3-results-segmentation")
+    # The evaluation line scores best.ckpt as the run's validation did: the summary's best mIoU, exactly.
+    best = json.loads((runs / "ui-camvid" / "summary.json").read_text())["best_val_miou"]
+    assert f"mIoU {best:.4f}" in text_of(page, "#headline"), (best, text_of(page, "#headline"))
+    sync_api.expect(page.locator("#cell-images img").first).to_be_visible()
+    assert "colours" in text_of(page, "#cell-images")  # the legend: which colour marks the cell's pixels
     photo = next((data / "val" / "images").iterdir())
     copy = tmp_path / photo.name
     shutil.copy(photo, copy)
@@ -313,20 +318,59 @@ def test_bad_upload_gets_the_cli_line(page, server, tmp_path):
     wait_for_text(page, "#predict-message", r"vislab: error: ")
 
 
-def test_the_data_tab_audits_a_folder(page, server, tmp_path, cifar_jpgs):
-    data = tmp_path / "small"
+def test_the_data_tab_audits_a_folder_and_applies_its_fixes_once_confirmed(page, server, cifar_jpgs):
+    url, runs = server
+    data = runs / ".ui" / "uploads" / "small"  # where an upload is unpacked: data the page owns
     copy_classes(cifar_jpgs / "train", data / "train", 12, 3)
     copy_classes(cifar_jpgs / "test", data / "val", 6, 3)
     original = next((data / "val").rglob("*.jpg"))
-    Image.open(original).save(data / "train" / original.parent.name / "leak.jpg", quality=70)
+    leak = data / "train" / original.parent.name / "leak.jpg"
+    Image.open(original).save(leak, quality=70)
     page.locator("#source").get_by_text("folder").click()
     fill(page, "folder", data)
     wait_for_text(page, "#command", "data=folder:")
     page.locator("#audit").click()
     summary = wait_for_text(page, "#audit-summary", r"leaks across splits: 1 image pairs", TRAINING_S)
-    assert "label issues:" in summary
+    assert "label issues:" in summary and "remove leak.jpg" in summary
     page.locator("#audit-pictures img").first.wait_for()
     shoot(page, "1-data-audit")
+    page.locator("#apply-fixes").click()  # not confirmed: nothing moves
+    wait_for_text(page, "#setup-message", r"tick 'yes, move the files' first: nothing was moved")
+    assert leak.is_file()
+    page.locator("#apply-confirm input").check()
+    page.locator("#apply-fixes").click()
+    wait_for_text(page, "#setup-message", r"moved [1-9]\d* files")
+    assert not leak.exists() and list((runs / "check" / "small" / "removed").rglob("leak.jpg"))
+    sync_api.expect(page.locator("#apply-confirm input")).not_to_be_checked()
+
+
+def test_the_data_panels_show_the_current_data_only(page, server, tmp_path, cifar_jpgs):
+    data = tmp_path / "pets"
+    copy_classes(cifar_jpgs / "train", data, 6, 2)
+    page.locator("#source").get_by_text("folder").click()
+    fill(page, "folder", tmp_path / "no-such-folder")
+    wait_for_text(page, "#config-message", r"dataset folder not found")
+    assert "data=" not in text_of(page, "#command")  # no shell line for a form that stands for no run
+    page.locator("#check-data").click()
+    wait_for_text(page, "#setup-message", r"vislab: error: dataset folder not found")
+    fill(page, "folder", data)  # corrected: the error goes with its cause
+    wait_for_text(page, "#command", "data=folder:")
+    wait_for_text(page, "#setup-message", r"^\s*$")
+    page.locator("#check-data").click()
+    wait_for_text(page, "#data-summary", r"2 classes")
+    wait_for_text(page, "#data-summary", r"an epoch on this machine")  # the time estimate, before Start
+    page.locator("#source").get_by_text("built-in").click()  # other data: the folder's counts go
+    wait_for_text(page, "#data-summary", r"^\s*$")
+    sync_api.expect(page.locator("#samples img")).to_have_count(0)
+    # A model typed as FILE.py:NAME runs no code the server was not started with (an upload may hold it).
+    marker, planted = tmp_path / "payload-ran", tmp_path / "uploaded" / "evil.py"
+    planted.parent.mkdir()
+    planted.write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    field = page.locator("#model input").first
+    field.fill(f"{planted}:net")
+    field.press("Enter")
+    wait_for_text(page, "#config-message", r"this page imports no code of its own accord")
+    assert not marker.exists()
 
 
 def test_a_grid_started_from_the_form_is_one_group_in_results(page, server):

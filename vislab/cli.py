@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vislab.config import INFERENCE_PRECISIONS
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
-from vislab.plugins import import_all
+from vislab.plugins import import_all, lock_if_inherited
 from vislab.stopping import STOP
 
 
@@ -354,6 +354,7 @@ def run_command(argv: list[str] | None) -> int:
         args = parse_arguments(build_parser(), argv)
         command = f"vislab {args.command}"
         import_all(getattr(args, "imports", None))  # --import: the user's own model code, first
+        lock_if_inherited()  # a job of the web UI's: it imports nothing more than the server named
         COMMANDS[args.command](args)
     except Stopped as stop:  # outside training: nothing it was writing is left half-written
         print(f"vislab: stopped by {stop.name}; {command} wrote nothing it had not finished", file=sys.stderr)

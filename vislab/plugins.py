@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import re
 import sys
 import traceback
@@ -23,6 +24,30 @@ _FILES: dict[Path, tuple[str, ModuleType]] = {}  # resolved path -> (the path as
 _MODULES: dict[str, ModuleType] = {}  # dotted name -> module, imported by the user's request
 _REQUESTED_MODULES: list[str] = []  # those of _MODULES the user named (not an installed plugin's)
 _entry_points_loaded = False
+_LOCKED: str | None = None  # in a server: why it imports no code beyond what it was started with
+
+
+LOCK_ENV = "VISLAB_IMPORTS_LOCKED"  # how the lock passes to the processes a locked one starts
+
+
+def lock(reason: str) -> None:
+    """From now on, references resolve only against code imported so far: a web page's visitors never make
+    the server, or the jobs it starts, import a file or module (an uploaded zip may hold .py files). The
+    server's owner names code when starting it (`vislab ui --import FILE.py`); its jobs inherit the lock
+    once they have imported what the server passes them with `--import`."""
+    global _LOCKED
+    _LOCKED = reason
+    os.environ[LOCK_ENV] = reason
+
+
+def lock_if_inherited() -> None:
+    if os.environ.get(LOCK_ENV):
+        lock(os.environ[LOCK_ENV])
+
+
+def refuse_when_locked(given: str) -> None:
+    if _LOCKED is not None:
+        raise VislabError(f"{given}: {_LOCKED}")
 
 
 def import_code(spec: str) -> ModuleType:
@@ -46,6 +71,7 @@ def import_file(path: Path, given: str) -> ModuleType:
     resolved = path.expanduser().resolve()
     if resolved in _FILES:
         return _FILES[resolved][1]
+    refuse_when_locked(given)
     if not resolved.is_file():
         raise VislabError(f"no such file: {given}")
     # A private module name, so that a user's nets.py never takes the place of an installed module.
@@ -73,6 +99,7 @@ def import_file(path: Path, given: str) -> ModuleType:
 def import_module(name: str) -> ModuleType:
     if name in _MODULES:
         return _MODULES[name]
+    refuse_when_locked(name)
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as error:
@@ -159,8 +186,10 @@ def load_entry_points() -> None:
 
 
 def reset() -> None:
-    """Forgets what was imported (tests: each starts as a fresh process would)."""
-    global _entry_points_loaded
+    """Forgets what was imported, and any lock (tests: each starts as a fresh process would)."""
+    global _entry_points_loaded, _LOCKED
+    _LOCKED = None
+    os.environ.pop(LOCK_ENV, None)
     _FILES.clear()
     _MODULES.clear()
     _REQUESTED_MODULES.clear()

@@ -14,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402 (after the analytics switch, which Gradio reads on import)
 
+from vislab import plugins  # noqa: E402
 from vislab.reports.plots import packaged_cjk_font  # noqa: E402
 from vislab.ui import predict_tab, results_tab, setup_tab, train_tab  # noqa: E402
 from vislab.ui.common import Context  # noqa: E402
@@ -83,6 +84,10 @@ def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 7860, block: bool
             file=sys.stderr,
         )
     runs_dir.mkdir(parents=True, exist_ok=True)
+    plugins.lock(
+        "this page imports no code of its own accord; to train a model of yours here, start the page with "
+        "vislab ui --import FILE.py (or a module)"
+    )
     app = build_app(runs_dir)
     app.queue(default_concurrency_limit=4)
     font_script, font_file = cjk_font_face()

@@ -34,9 +34,10 @@ def failure(text: str) -> str:
     return f"vislab: error: {page_words(text)}"
 
 
-def guarded(others: int):
+def guarded(others: int, cleared: bool = False):
     """For an event whose first output is a message box: the handler's outputs as they are, or, when it
-    raises on bad input, the error line in the message box and the other `others` outputs untouched."""
+    raises on bad input, the error line in the message box and the other `others` outputs untouched (or,
+    with `cleared`, emptied: what they showed belonged to the input that is no longer there)."""
 
     def wrap(handler):
         @functools.wraps(handler)
@@ -47,7 +48,7 @@ def guarded(others: int):
                 text = failure(str(error))
             except OSError as error:
                 text = failure(describe_os_error(error))
-            return (text, *[gr.update()] * others) if others else text
+            return (text, *[gr.update(value=None) if cleared else gr.update()] * others) if others else text
 
         return run
 

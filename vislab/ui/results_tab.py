@@ -14,6 +14,7 @@ import pandas as pd
 from vislab.checkpoint import load_checkpoint
 from vislab.errors import VislabError
 from vislab.tasks import compare, evaluate, get_task, report
+from vislab.tasks.base import LEGEND
 from vislab.ui.common import Context, failure, guarded, run_folders
 
 
@@ -169,7 +170,7 @@ def build(context: Context) -> None:
         summary = gr.Dataframe(
             headers=SUMMARY_COLUMNS, label="summary", interactive=False, elem_id="summary", scale=1
         )
-        figures = gr.Gallery(label="report figures", columns=3, height=420, elem_id="figures", scale=2)
+        figures = gr.Gallery(label="report figures", columns=2, height=640, elem_id="figures", scale=2)
     gr.Markdown(
         "**Confusion matrix** (rows: true class, columns: predicted; colour: the cell's share of its row). "
         "Click a cell for its images."
@@ -178,7 +179,7 @@ def build(context: Context) -> None:
         matrix = gr.Dataframe(headers=["true \\ predicted"], interactive=False, elem_id="confusion", scale=3)
         with gr.Column(scale=2):
             cell_caption = gr.Markdown(elem_id="cell-caption")
-            cell = gr.Gallery(label="images in the chosen cell", columns=5, height=300, elem_id="cell-images")
+            cell = gr.Gallery(label="images in the chosen cell", columns=3, height=420, elem_id="cell-images")
     compared = gr.Markdown(elem_id="compare-table")
     compare_curves = gr.Image(label="compared curves", visible=False, elem_id="compare-curves")
 
@@ -215,7 +216,8 @@ def build(context: Context) -> None:
         checkpoint = load_checkpoint(run_dir)
         classes, task = checkpoint.meta.classes, get_task(checkpoint.meta.task)
         pictures = task.confusion_images(checkpoint, split_name, row, column - 1)
-        text = f"{len(pictures)} images shown: true {classes[row]}, predicted {classes[column - 1]}"
+        images = sum(caption != LEGEND for _, caption in pictures)
+        text = f"{images} images shown: true {classes[row]}, predicted {classes[column - 1]}"
         table = confusion_view(confusion(run_dir, split_name), task.name == "segmentation", (row, column))
         return "", f"**{text}**", pictures, table
 

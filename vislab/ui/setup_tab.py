@@ -10,7 +10,6 @@ from pathlib import Path
 import gradio as gr
 import yaml
 
-from vislab.check import check_dataset, summary_lines
 from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to_yaml
 from vislab.data import dataset_task, registered_datasets, with_augment_defaults
 from vislab.data.registry import shown_name
@@ -18,6 +17,7 @@ from vislab.errors import VislabError
 from vislab.models import count_parameters, create_model, registered_models, resolve_model
 from vislab.recipes import list_recipes, recipe_path
 from vislab.tasks import get_task, load_config
+from vislab.ui.audit import apply_audit, audit_data
 from vislab.ui.common import Context, failure, guarded
 from vislab.ui.uploads import data_spec, unpack_zip
 
@@ -111,6 +111,28 @@ def models_for(source: str, dataset: str, folder: str) -> list[str]:
     return [DEFAULT_MODEL, *(name for name, entry in registered_models().items() if entry.task == task)]
 
 
+def folder_classes(folder: str) -> int | None:
+    """The number of classes of a dataset folder, or None: classes.txt's names for segmentation, else the
+    class folders (of train/ where there is one), counted without listing their images."""
+    try:
+        kind, _, path = data_spec(folder).partition(":")
+    except VislabError:  # not a folder (yet): the line beside the field says so
+        return None
+    root = Path(path)
+    if kind == "segfolder":
+        names = root / "classes.txt"
+        listed = names.read_text().splitlines() if names.is_file() else []
+        return sum(1 for name in listed if name.strip()) or None
+    root = root / "train" if (root / "train").is_dir() else root
+    return sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) or None
+
+
+def unpacked_here(context: Context, folder: str) -> bool:
+    """Whether the folder box points at an upload (the zip shown beside it is then the folder's)."""
+    uploads = context.runs_dir / ".ui" / "uploads"
+    return bool((folder or "").strip()) and Path(folder).expanduser().resolve().is_relative_to(uploads)
+
+
 def config_of(args: list[str]) -> Config:
     recipe = args[1] if args[:1] == ["--config"] else None
     words = args[2:] if recipe else args
@@ -191,10 +213,17 @@ def build(context: Context) -> Setup:
             audit_pictures = gr.Gallery(
                 label="audit: leaks and label issues", columns=2, elem_id="audit-pictures"
             )
+            with gr.Row():
+                confirm = gr.Checkbox(
+                    label="yes, move the files the fixes name (removed ones are kept in the audit's folder)",
+                    value=False,
+                    elem_id="apply-confirm",
+                )
+                apply = gr.Button("Apply the audit's fixes", elem_id="apply-fixes")
 
     form = [recipe, source, dataset, folder, model, epochs, batch, lr, size, extra, name]
 
-    @guarded(2)
+    @guarded(2, cleared=True)  # an invalid form stands for no command and no config
     def resolve(*values):
         args = train_args(*values)
         config = config_of(args)
@@ -233,18 +262,15 @@ def build(context: Context) -> Setup:
         table = {"headers": preview.columns, "data": preview.rows}
         return "", preview.summary, table, preview.samples
 
-    @guarded(2)
+    @guarded(3)
     def run_audit(*values, progress=DOWNLOAD_PROGRESS):
         config = config_of(train_args(*values))
-        out = context.runs_dir / "check" / (Path(config.data.split(":", 1)[-1]).name or config.data)
-        findings = check_dataset(config, out)
-        lines = "\n".join(f"- {line}" for line in summary_lines(findings))
-        pictures = [(str(out / f), f) for f in ("leaks.png", "label_issues.png") if (out / f).is_file()]
-        return (
-            f"wrote {out / 'check.html'}",
-            f"{lines}\n\nFixes: `vislab check {config.data} --fix`",
-            pictures,
-        )
+        written, summary_text, pictures = audit_data(context.runs_dir, config)
+        return written, summary_text, pictures, False
+
+    @guarded(2)
+    def apply_fixes(confirmed, *values):
+        return apply_audit(context.runs_dir, config_of(train_args(*values)), confirmed), "", False
 
     @guarded(2)
     def unpack(file):
@@ -258,15 +284,17 @@ def build(context: Context) -> Setup:
         root = unpack_zip(Path(file), target)
         return f"unpacked into {root}", "folder", str(root)
 
-    @guarded(1)
-    def count(chosen):
+    @guarded(0)  # its line, or the error, beside the model
+    def count(chosen, source_kind, dataset_name, folder_path):
         if not chosen or chosen == DEFAULT_MODEL:
-            return "", ""
+            return ""
         chosen = resolve_model(chosen)  # FILE.py:NAME or package.module:NAME typed in: imported
         entry = registered_models().get(chosen)
         size = entry.input_size if entry else 224
-        params = count_parameters(create_model(chosen, 10, 3, size))
-        return "", f"{chosen}: {params:,} parameters (with 10 classes), designed for {size} px"
+        classes = folder_classes(folder_path) if source_kind == "folder" else None  # built-in: not read
+        params = count_parameters(create_model(chosen, classes or 10, 3, size))
+        head = f"the folder's {classes} classes" if classes else "10 classes; the head fits the data"
+        return f"{chosen}: {params:,} parameters (with {head}), designed for {size} px"
 
     @guarded(0)
     def save_recipe(recipe_name, *values):
@@ -310,9 +338,22 @@ def build(context: Context) -> Setup:
         )
     recipe.change(pick_recipe, recipe, [source, dataset, folder, model, epochs, batch, lr, size])
     upload.upload(unpack, upload, [message, source, folder])
+    # What the panels showed was another data's: emptied in the browser itself the moment the data
+    # changes, so a reply from the server (a Check that came after the change) can never be emptied late.
+    data_panels = [message, summary, counts, samples, audit_summary, audit_pictures, confirm]
+    for component in (source, dataset, folder):
+        component.change(None, None, data_panels, js="() => ['', '', null, null, '', null, false]")
+    folder.change(
+        lambda path, uploaded: None if uploaded and not unpacked_here(context, path) else gr.update(),
+        [folder, upload],
+        upload,
+        show_progress="hidden",
+    )
     look.click(check, form, [message, summary, counts, samples])
-    audit.click(run_audit, form, [message, audit_summary, audit_pictures])
-    model.change(count, model, [message, parameters])
+    audit.click(run_audit, form, [message, audit_summary, audit_pictures, confirm])
+    apply.click(apply_fixes, [confirm, *form], [message, audit_summary, confirm])
+    for component in (model, source, folder):  # the head's size follows the folder's classes
+        component.change(count, [model, source, dataset, folder], parameters, show_progress="hidden")
     for component in (source, dataset, folder):  # the model list follows the data's task
         component.change(
             lambda *data: gr.update(choices=models_for(*data)),

@@ -15,12 +15,13 @@ from vislab.checkpoint import Checkpoint, load_checkpoint
 from vislab.config import Config
 from vislab.data import load_dataset
 from vislab.data.images import read_image
+from vislab.estimate import run_time_lines
 from vislab.export import Predictor
 from vislab.memory import batch_warning
 from vislab.predictions import predict
 from vislab.reports.cam import grad_cam, overlay
 from vislab.tasks.base import Preview, Shown
-from vislab.tasks.classification.evaluate import collect_outputs, load_eval_data
+from vislab.tasks.classification.evaluate import collect_outputs, images_of, load_eval_data
 
 
 def as_picture(image: torch.Tensor) -> np.ndarray:
@@ -53,8 +54,9 @@ def preview(config: Config, per_class: int = 4, most_classes: int = 12) -> Previ
         + f" images at {splits.image_size}x{splits.image_size}; largest/smallest class "
         + f"(train) {largest}/{smallest}"
     )
-    warning = batch_warning(config.batch_size, len(train))
-    return Preview(summary + (f"\n\n{warning}" if warning else ""), ["class", *names], rows, samples)
+    notes = run_time_lines(config, len(splits.classes), splits.channels, splits.image_size, len(train))
+    notes += [w for w in [batch_warning(config.batch_size, len(train))] if w]
+    return Preview("\n\n".join([summary, *notes]), ["class", *names], rows, samples)
 
 
 def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
@@ -80,12 +82,13 @@ def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
 @lru_cache(maxsize=4)
 def scored(path: str, modified: float, split: str):
     """A checkpoint's split with its labels, predictions and confidences, kept while the UI asks about
-    its cells (keyed by the file's modification time, so a newer checkpoint is scored again)."""
+    its cells (keyed by the file's modification time, so a newer checkpoint is scored again). Only the
+    evaluated split is kept, not the dataset's others: the training images are never held here."""
     checkpoint = load_checkpoint(path)
     data = load_eval_data(checkpoint, split)
     outputs = collect_outputs(checkpoint.model(), data)
     probs = outputs.logits.softmax(1)
-    return data, outputs.labels.numpy(), probs.argmax(1).numpy(), probs.max(1).values.numpy()
+    return data.split, outputs.labels.numpy(), probs.argmax(1).numpy(), probs.max(1).values.numpy()
 
 
 def confusion_images(
@@ -93,13 +96,14 @@ def confusion_images(
 ) -> list[tuple[np.ndarray, str]]:
     """The images of `split` with label `true` that the model predicts as `predicted`, most confident
     first, captioned with their file names where they have files."""
-    data, labels, predictions, confidence = scored(
+    evaluated, labels, predictions, confidence = scored(
         str(checkpoint.path), checkpoint.path.stat().st_mtime, split
     )
     indices = np.flatnonzero((labels == true) & (predictions == predicted))
     chosen = indices[np.argsort(-confidence[indices])][:most].tolist()
-    files = data.split.files
+    files = evaluated.files
+    images = images_of(evaluated, checkpoint.meta, chosen) if chosen else []
     return [
         (as_picture(image), f"{Path(files[i]).name if files else f'#{i}'} ({confidence[i]:.2f})")
-        for i, image in zip(chosen, data.images(chosen) if chosen else [])
+        for i, image in zip(chosen, images)
     ]

@@ -57,12 +57,17 @@ class EvalData:
 
     def images(self, indices: list[int]) -> torch.Tensor:
         """uint8 images of the split at the model's input size, exactly as evaluation sees them."""
-        if self.split.in_memory:
-            return self.split.images[indices]
-        return torch.stack([self.meta.preprocess.read(self.split.files[i]) for i in indices])
+        return images_of(self.split, self.meta, indices)
 
     def model_input(self, images: torch.Tensor) -> torch.Tensor:
         return self.meta.preprocess.normalise(images)
+
+
+def images_of(split: Split, meta: ModelMeta, indices: list[int]) -> torch.Tensor:
+    """uint8 images of a split at the model's input size, exactly as evaluation sees them."""
+    if split.in_memory:
+        return split.images[indices]
+    return torch.stack([meta.preprocess.read(split.files[i]) for i in indices])
 
 
 def load_eval_data(

@@ -13,6 +13,7 @@ from vislab.config import Config
 from vislab.data import load_dataset
 from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import colour_mask, overlay, read_mask
+from vislab.estimate import run_time_lines
 from vislab.export import Predictor
 from vislab.memory import batch_warning
 from vislab.predictions import predict
@@ -37,8 +38,10 @@ def preview(config: Config, count: int = 8) -> Preview:
         f"{', ...' if len(splits.classes) > 12 else ''}), {len(splits.train)} train and "
         f"{len(splits.val)} val images; mask value {splits.ignore_index} is ignored"
     )
-    warning = batch_warning(config.batch_size, len(splits.train))
-    return Preview(summary + (f"\n\n{warning}" if warning else ""), ["split", "images"], rows, samples)
+    size = config.segmentation.crop_size or splits.image_size  # what a training step sees
+    notes = run_time_lines(config, len(splits.classes), 3, size, len(splits.train))
+    notes += [w for w in [batch_warning(config.batch_size, len(splits.train))] if w]
+    return Preview("\n\n".join([summary, *notes]), ["split", "images"], rows, samples)
 
 
 def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
@@ -78,11 +81,14 @@ def confusion_images(
     checkpoint: Checkpoint, split: str, true: int, predicted: int, most: int = 12
 ) -> list[tuple[np.ndarray, str]]:
     """The images with the most pixels of class `true` predicted as `predicted`, those pixels shown in
-    the predicted class's colour over the image."""
+    the predicted class's colour over the image, after a legend that says so."""
     data, counts = pixel_confusions(str(checkpoint.path), checkpoint.path.stat().st_mtime, split)
     order = [i for i in np.argsort(-counts[:, true, predicted]) if counts[i, true, predicted] > 0][:most]
     meta, model = checkpoint.meta, checkpoint.model()
-    pictures = []
+    if not order:
+        return []
+    marked = f"{meta.classes[true]} predicted as {meta.classes[predicted]}"
+    pictures = [(class_legend([marked], [meta.palette[predicted]]), LEGEND)]
     for i in order:
         image = to_tensor(open_image(data.image_files[i], 3))
         cell = (read_mask(data.mask_files[i]) == true) & (predict_labels(model, meta, image) == predicted)
