@@ -22,6 +22,7 @@ from vislab.predictions import predict
 from vislab.reports.cam import grad_cam, overlay
 from vislab.tasks.base import Preview, Shown
 from vislab.tasks.classification.evaluate import collect_outputs, images_of, load_eval_data
+from vislab.tasks.classification.module import input_size
 
 
 def as_picture(image: torch.Tensor) -> np.ndarray:
@@ -54,7 +55,8 @@ def preview(config: Config, per_class: int = 4, most_classes: int = 12) -> Previ
         + f" images at {splits.image_size}x{splits.image_size}; largest/smallest class "
         + f"(train) {largest}/{smallest}"
     )
-    notes = run_time_lines(config, len(splits.classes), splits.channels, splits.image_size, len(train))
+    size = input_size(config) or splits.image_size  # what training reads them at (a timm model's own)
+    notes = run_time_lines(config, len(splits.classes), splits.channels, size, len(train))
     notes += [w for w in [batch_warning(config.batch_size, len(train))] if w]
     return Preview("\n\n".join([summary, *notes]), ["class", *names], rows, samples)
 
