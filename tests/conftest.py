@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import signal
 import subprocess
@@ -15,10 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from vislab.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Under pytest-xdist (`pytest -n 2`) each worker gets its share of the cores: two workers of two threads
+# on a 2-core machine would fight over them. The processes a test starts inherit the setting.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    CORES = max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = str(CORES)
+    torch.set_num_threads(CORES)
 
 
 def shared_archive(name: str) -> Path:
