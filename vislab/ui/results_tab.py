@@ -179,7 +179,13 @@ def build(context: Context) -> None:
         matrix = gr.Dataframe(headers=["true \\ predicted"], interactive=False, elem_id="confusion", scale=3)
         with gr.Column(scale=2):
             cell_caption = gr.Markdown(elem_id="cell-caption")
-            cell = gr.Gallery(label="images in the chosen cell", columns=3, height=420, elem_id="cell-images")
+            cell = gr.Gallery(
+                label="images in the chosen cell",
+                columns=3,
+                height=420,
+                elem_id="cell-images",
+                object_fit="contain",  # whole pictures: a segmentation legend is wide
+            )
     compared = gr.Markdown(elem_id="compare-table")
     compare_curves = gr.Image(label="compared curves", visible=False, elem_id="compare-curves")
 

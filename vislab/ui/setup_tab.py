@@ -22,6 +22,7 @@ from vislab.ui.common import Context, failure, guarded
 from vislab.ui.uploads import data_spec, unpack_zip
 
 HYPERPARAMETERS = ("epochs", "batch_size", "optim.lr", "image_size")
+EMPTY_COUNTS = '{"headers": ["class", "train", "val"], "data": [], "metadata": null}'  # in the browser
 SERVER_KEYS = ("runs_dir", "data_dir")  # where the server writes: not the page's to choose
 DEFAULT_MODEL = "(the task's default)"
 DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)  # a dataset download's tqdm bar, shown on the page
@@ -342,7 +343,7 @@ def build(context: Context) -> Setup:
     # changes, so a reply from the server (a Check that came after the change) can never be emptied late.
     data_panels = [message, summary, counts, samples, audit_summary, audit_pictures, confirm]
     for component in (source, dataset, folder):
-        component.change(None, None, data_panels, js="() => ['', '', null, null, '', null, false]")
+        component.change(None, None, data_panels, js=f"() => ['', '', {EMPTY_COUNTS}, null, '', null, false]")
     folder.change(
         lambda path, uploaded: None if uploaded and not unpacked_here(context, path) else gr.update(),
         [folder, upload],
