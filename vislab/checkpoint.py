@@ -72,8 +72,9 @@ class ModelMeta:
     def in_precision(self, precision: str) -> ModelMeta:
         """The same model evaluated and predicted in another precision: 32-true, bf16-mixed or 16-mixed."""
         if precision not in INFERENCE_PRECISIONS:
+            *others, last = INFERENCE_PRECISIONS
             raise VislabError(
-                f"precision {precision}: evaluation and prediction run in 32-true, bf16-mixed or 16-mixed"
+                f"precision {precision}: evaluation and prediction run in {', '.join(others)} or {last}"
             )
         trainer = self.config.get("trainer", {}) | {"precision": precision}
         return dataclasses.replace(self, config=self.config | {"trainer": trainer})

@@ -8,7 +8,8 @@ import time
 import torch
 
 from vislab.config import Config
-from vislab.precision import AUTOCAST_DTYPES, uses_cuda
+from vislab.memory import batch_warning
+from vislab.precision import autocast, uses_cuda
 
 TIMED_BATCH = 16  # images a timed step; small enough to time a large model in seconds on a CPU
 LONG_RUN_S = 3600  # a run estimated longer than this gets a warning
@@ -27,10 +28,9 @@ def seconds_per_image(config: Config, num_classes: int, channels: int, size: int
     images = torch.randn(TIMED_BATCH, channels, size, size, device=device)
     if decided.trainer.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    dtype = AUTOCAST_DTYPES.get(decided.trainer.precision)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(decided.trainer.precision, device):
             loss = model(images).float().mean()
         loss.backward()
         optimizer.step()
@@ -76,3 +76,9 @@ def run_time_lines(config: Config, num_classes: int, channels: int, size: int, t
             "smaller model"
         )
     return lines
+
+
+def before_start(config: Config, num_classes: int, channels: int, size: int, train_size: int) -> list[str]:
+    """What Check data says before Start besides the data's summary: the time estimate and the warnings."""
+    warning = batch_warning(config.batch_size, train_size)
+    return run_time_lines(config, num_classes, channels, size, train_size) + ([warning] if warning else [])

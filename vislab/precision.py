@@ -64,13 +64,17 @@ def resolve_precision(trainer: TrainerConfig) -> str:
     return "bf16-mixed" if cpu_has_bf16() else "32-true"
 
 
+def autocast(precision: str, device: torch.device | str = "cpu") -> torch.autocast:
+    """Autocast to the dtype a run trained in `precision` computes in (off for fp32)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
+
+
 @contextlib.contextmanager
 def inference(precision: str, device: torch.device | str = "cpu") -> Iterator[None]:
     """Inference mode, under autocast when the model trained in a mixed precision: a model is evaluated
     and predicts in the precision its run trained and validated in, so that `vislab eval` gives the score
     the run logged. ("auto" is what runs from before the decision was recorded say: they trained in fp32
     on a CPU, and fp32 is the safe reading elsewhere.)"""
-    dtype = AUTOCAST_DTYPES.get(precision)
-    device_type = torch.device(device).type
-    with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+    with torch.inference_mode(), autocast(precision, device):
         yield

@@ -10,6 +10,7 @@ from vislab.check import check_dataset, summary_lines
 from vislab.check.fix import apply_plan, plan_fixes
 from vislab.config import Config
 from vislab.errors import VislabError
+from vislab.ui.uploads import inside, uploads_folder
 
 LISTED = 8  # fixes named on the page; the rest are counted
 
@@ -18,21 +19,11 @@ def audit_folder(runs_dir: Path, config: Config) -> Path:
     return runs_dir / "check" / (Path(config.data.split(":", 1)[-1]).name or config.data)
 
 
-def uploads_of(runs_dir: Path) -> Path:
-    return runs_dir / ".ui" / "uploads"
-
-
 def page_owns(runs_dir: Path, config: Config) -> bool:
     """Data the page may change: a folder unpacked from an upload, never the server's other files (nor
     the runs themselves)."""
     kind, _, path = config.data.partition(":")
-    return kind in ("folder", "segfolder") and Path(path).expanduser().resolve().is_relative_to(
-        uploads_of(runs_dir).resolve()
-    )
-
-
-def inside(path: str, root: Path) -> bool:
-    return Path(path).expanduser().resolve().is_relative_to(root)
+    return kind in ("folder", "segfolder") and inside(path, uploads_folder(runs_dir))
 
 
 def fixes_text(plan: list[dict], config: Config, owned: bool) -> str:

@@ -19,7 +19,7 @@ from vislab.recipes import list_recipes, recipe_path
 from vislab.tasks import get_task, load_config
 from vislab.ui.audit import apply_audit, audit_data
 from vislab.ui.common import Context, failure, guarded
-from vislab.ui.uploads import data_spec, unpack_zip
+from vislab.ui.uploads import data_spec, inside, unpack_zip, uploads_folder
 
 HYPERPARAMETERS = ("epochs", "batch_size", "optim.lr", "image_size")
 EMPTY_COUNTS = '{"headers": ["class", "train", "val"], "data": [], "metadata": null}'  # in the browser
@@ -130,8 +130,7 @@ def folder_classes(folder: str) -> int | None:
 
 def unpacked_here(context: Context, folder: str) -> bool:
     """Whether the folder box points at an upload (the zip shown beside it is then the folder's)."""
-    uploads = context.runs_dir / ".ui" / "uploads"
-    return bool((folder or "").strip()) and Path(folder).expanduser().resolve().is_relative_to(uploads)
+    return bool((folder or "").strip()) and inside(folder, uploads_folder(context.runs_dir))
 
 
 def config_of(args: list[str]) -> Config:
@@ -277,7 +276,7 @@ def build(context: Context) -> Setup:
     def unpack(file):
         if file is None:
             return gr.update(), gr.update(), gr.update()
-        target = context.runs_dir / ".ui" / "uploads" / Path(file).stem
+        target = uploads_folder(context.runs_dir) / Path(file).stem
         suffix = 1
         while target.exists():
             suffix += 1

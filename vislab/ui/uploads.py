@@ -85,3 +85,12 @@ def data_spec(path: str | Path) -> str:
     folder = folder.resolve()
     segmentation = (folder / "classes.txt").is_file() or (folder / "train" / "masks").is_dir()
     return f"{'segfolder' if segmentation else 'folder'}:{folder}"
+
+
+def uploads_folder(runs_dir: Path) -> Path:
+    """Where the page unpacks uploaded zips: the only data it may change."""
+    return runs_dir / ".ui" / "uploads"
+
+
+def inside(path: str | Path, root: Path) -> bool:
+    return Path(path).expanduser().resolve().is_relative_to(root.resolve())

@@ -15,9 +15,8 @@ from vislab.checkpoint import Checkpoint, load_checkpoint
 from vislab.config import Config
 from vislab.data import load_dataset
 from vislab.data.images import read_image
-from vislab.estimate import run_time_lines
+from vislab.estimate import before_start
 from vislab.export import Predictor
-from vislab.memory import batch_warning
 from vislab.predictions import predict
 from vislab.reports.cam import grad_cam, overlay
 from vislab.tasks.base import Preview, Shown
@@ -56,8 +55,7 @@ def preview(config: Config, per_class: int = 4, most_classes: int = 12) -> Previ
         + f"(train) {largest}/{smallest}"
     )
     size = input_size(config) or splits.image_size  # what training reads them at (a timm model's own)
-    notes = run_time_lines(config, len(splits.classes), splits.channels, size, len(train))
-    notes += [w for w in [batch_warning(config.batch_size, len(train))] if w]
+    notes = before_start(config, len(splits.classes), splits.channels, size, len(train))
     return Preview("\n\n".join([summary, *notes]), ["class", *names], rows, samples)
 
 

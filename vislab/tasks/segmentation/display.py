@@ -13,9 +13,8 @@ from vislab.config import Config
 from vislab.data import load_dataset
 from vislab.data.images import open_image, to_tensor
 from vislab.data.segmentation import colour_mask, overlay, read_mask
-from vislab.estimate import run_time_lines
+from vislab.estimate import before_start
 from vislab.export import Predictor
-from vislab.memory import batch_warning
 from vislab.predictions import predict
 from vislab.reports.plots import class_legend
 from vislab.tasks.base import LEGEND, Preview, Shown
@@ -39,8 +38,7 @@ def preview(config: Config, count: int = 8) -> Preview:
         f"{len(splits.val)} val images; mask value {splits.ignore_index} is ignored"
     )
     size = config.segmentation.crop_size or splits.image_size  # what a training step sees
-    notes = run_time_lines(config, len(splits.classes), 3, size, len(splits.train))
-    notes += [w for w in [batch_warning(config.batch_size, len(splits.train))] if w]
+    notes = before_start(config, len(splits.classes), 3, size, len(splits.train))
     return Preview("\n\n".join([summary, *notes]), ["split", "images"], rows, samples)
 
 
