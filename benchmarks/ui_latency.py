@@ -3,9 +3,13 @@
 - page load: from navigation to the app's tabs being usable;
 - predict round trip: upload one 224 px photo, press Predict, until the top-k and Grad-CAM are on the
   page (a timm ResNet-18 on the CPU);
-- both again while a training run uses the CPU (a `vislab train` process started beside the server).
+- Results: a run opened (its first evaluation, then cached), a confusion-matrix cell clicked until its
+  images are shown, a second run picked until the compare table is shown; with `--camvid`, a cell of a
+  segmentation run too;
+- all again while a training run uses the CPU (a `vislab train` process started beside the server).
 
-    python benchmarks/ui_latency.py --photos ../shared/data/flowers5-128.tar.gz [--repeats 5]
+    python benchmarks/ui_latency.py --photos ../shared/data/flowers5-128.tar.gz \
+        [--camvid ../shared/data/camvid.tar.gz] [--repeats 5]
 
 Prints a Markdown table (median and range of the repeats) for docs/benchmarks.md.
 """
@@ -49,33 +53,39 @@ def wait_for_port(port: int, timeout: float = 120) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def prepare(work: Path, archive: Path) -> tuple[Path, Path]:
-    """A 5-class photo folder (8 per class) and a ResNet-18 run trained on it for two steps: the
-    round trip does not depend on how well the model was trained. Returns (runs folder, a 224 px photo)."""
+def train_quickly(data: str, model: str, name: str, runs: Path, *options: str) -> None:
+    """A run trained for two steps: the latencies do not depend on how well the model learnt."""
+    words = ["epochs=1", "trainer.limit_train_batches=2", "report=false", "trainer.progress_bar=false"]
+    train = vislab(
+        "train", f"data={data}", f"model={model}", *options, *words, f"runs_dir={runs}", f"name={name}"
+    )
+    if train.wait() != 0:
+        raise RuntimeError(f"training the benchmark's {name} failed")
+
+
+def extract(archive: Path, target: Path, per_folder: int) -> Path:
+    """The first `per_folder` files of every folder of the archive, extracted under `target`."""
     with tarfile.open(archive) as tar:
         taken: dict[str, int] = {}
         for member in tar:
-            parts = Path(member.name).parts
-            if member.isfile() and len(parts) >= 2 and taken.get(parts[-2], 0) < 8:
-                taken[parts[-2]] = taken.get(parts[-2], 0) + 1
-                tar.extract(member, work / "src", filter="data")
-    data = next(p.parent.parent for p in (work / "src").rglob("*.jpg"))
+            folder = str(Path(member.name).parent)
+            if member.isfile() and taken.get(folder, 0) < per_folder:
+                taken[folder] = taken.get(folder, 0) + 1
+                tar.extract(member, target, filter="data")
+    return target
+
+
+def prepare(work: Path, archive: Path, camvid: Path | None) -> tuple[Path, Path]:
+    """A 5-class photo folder (8 per class) with a ResNet-18 and a small_cnn run trained on it, and with
+    `camvid` a segmentation run on 16 of its images. Returns (runs folder, a 224 px photo)."""
+    data = next(p.parent.parent for p in extract(archive, work / "src", 8).rglob("*.jpg"))
     runs = work / "runs"
-    train = vislab(
-        "train",
-        f"data=folder:{data}",
-        "model=timm:resnet18",
-        "image_size=224",
-        "epochs=1",
-        "batch_size=8",
-        "trainer.limit_train_batches=2",
-        "report=false",
-        f"runs_dir={runs}",
-        "name=resnet18",
-        "trainer.progress_bar=false",
-    )
-    if train.wait() != 0:
-        raise RuntimeError("training the benchmark model failed")
+    train_quickly(f"folder:{data}", "timm:resnet18", "resnet18", runs, "image_size=224", "batch_size=8")
+    train_quickly(f"folder:{data}", "small_cnn", "small_cnn", runs, "image_size=64", "batch_size=8")
+    if camvid:
+        root = next(p.parent for p in extract(camvid, work / "camvid", 16).rglob("classes.txt"))
+        options = ["image_size=128", "batch_size=4", "segmentation.ignore_index=11"]
+        train_quickly(f"segfolder:{root}", "deep_unet", "camvid", runs, *options)
     photo = work / "photo.jpg"
     first = next(data.rglob("*.jpg"))
     Image.open(first).convert("RGB").resize((224, 224)).save(photo, quality=95)
@@ -117,6 +127,46 @@ def predict_round_trips(browser, url: str, photo: Path, repeats: int) -> list[fl
     return times
 
 
+def text_change(page, selector: str, before: str, pattern: str, started: float) -> float:
+    """Seconds from `started` until the element's text differs from `before` and holds `pattern`."""
+    while True:
+        text = page.locator(selector).inner_text()
+        if text != before and pattern in text:
+            return time.perf_counter() - started
+        time.sleep(0.01)
+
+
+def results_round_trips(browser, url: str, run: str, other: str | None, repeats: int) -> dict[str, list]:
+    """A run opened in Results, then `repeats` confusion cells clicked (each until its images are shown),
+    then, with `other`, that run added to the pick until the compare table is shown; on a fresh page."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_role("tab", name="Results").click()
+    page.get_by_role("button", name="Refresh the list").click()
+    started = time.perf_counter()
+    page.locator("#results-runs input").first.click()
+    page.get_by_role("option", name=run, exact=True).click()
+    page.keyboard.press("Escape")
+    times: dict[str, list] = {"open": [text_change(page, "#headline", "", run, started)]}
+    page.locator('#confusion [data-testid="cell-0-1"]').wait_for()
+    times["cell"], caption = [], ""
+    for index in range(repeats):  # the diagonal and beside it, in turn: each click a new cell
+        started = time.perf_counter()
+        page.locator(f'#confusion [data-testid="cell-{index % 2}-{1 + (index // 2) % 2}"]').click()
+        times["cell"].append(text_change(page, "#cell-caption", caption, "shown", started))
+        page.locator("#cell-images img").first.wait_for()
+        times["cell"][-1] = time.perf_counter() - started
+        caption = page.locator("#cell-caption").inner_text()
+    if other:
+        started = time.perf_counter()
+        page.locator("#results-runs input").first.click()
+        page.get_by_role("option", name=other, exact=True).click()
+        page.keyboard.press("Escape")
+        times["compare"] = [text_change(page, "#compare-table", "", "|", started)]
+    page.close()
+    return times
+
+
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
@@ -124,10 +174,11 @@ def summary(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/flowers5-128.tar.gz"))
+    parser.add_argument("--camvid", type=Path, help="also a segmentation run's cells (camvid.tar.gz)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vislab-ui-bench-"))
-    runs, photo = prepare(work, args.photos)
+    runs, photo = prepare(work, args.photos, args.camvid)
     port = free_port()
     server = vislab(
         "ui", "--runs", str(runs), "--port", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -156,15 +207,31 @@ def main() -> None:
                 try:
                     loads = [page_load(browser, url) for _ in range(args.repeats)]
                     trips = predict_round_trips(browser, url, photo, args.repeats)
+                    shown = [results_round_trips(browser, url, "resnet18", "small_cnn", args.repeats)]
+                    shown += [results_round_trips(browser, url, "resnet18", "small_cnn", args.repeats)]
+                    if args.camvid:
+                        segmentation = results_round_trips(browser, url, "camvid", None, args.repeats)
                 finally:
                     if trainer is not None:
                         trainer.terminate()
                         trainer.wait()
+                first, again = shown
                 results[situation] = {
                     "page load": summary(loads),
                     "first predict (loads the model)": f"{trips[0]:.2f} s",
                     "predict round trip": summary(trips[1:]),
+                    "Results: a run opened the first time (evaluates it)": f"{first['open'][0]:.2f} s",
+                    "Results: the run opened again (cached)": f"{again['open'][0]:.2f} s",
+                    "confusion cell clicked until its images show": summary(first["cell"] + again["cell"]),
+                    "a second run picked until the compare table shows": summary(
+                        first["compare"] + again["compare"]
+                    ),
                 }
+                if args.camvid:
+                    results[situation] |= {
+                        "segmentation run opened (evaluates it)": f"{segmentation['open'][0]:.2f} s",
+                        "segmentation confusion cell clicked": summary(segmentation["cell"]),
+                    }
             browser.close()
     finally:
         server.terminate()

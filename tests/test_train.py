@@ -1,7 +1,10 @@
 import csv
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -24,6 +27,7 @@ def test_default_train_reaches_97_percent_on_digits_and_fills_the_run_folder(cli
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_val_top1"] >= 0.97 and summary["final_val_top1"] >= 0.97
     assert summary["epochs_run"] == 30 and summary["params"] > 0 and summary["train_images_per_s"] > 0
+    assert "take about" not in result.err  # a run of seconds is not warned about
     assert {"best_epoch", "final_val_loss", "wall_time_s", "device", "versions"} <= set(summary)
     rows = read_rows(run / "metrics.csv")
     assert len(rows) == 30 and list(rows[0]) == [
@@ -41,6 +45,27 @@ def test_default_train_reaches_97_percent_on_digits_and_fills_the_run_folder(cli
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"] == "small_cnn" and saved["augment"]["hflip"] is False and len(saved["mean"]) == 1
+
+
+def test_a_run_of_over_an_hour_is_warned_about_once_its_first_steps_are_timed(tmp_path):
+    """The terminal's counterpart of the web page's estimate before Start: the same line, from the speed
+    measured on the run's own first steps; the run goes on (stopped here by a signal)."""
+    log = tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "vislab", "train", "epochs=100000", "batch_size=16"]
+    with log.open("w") as err:
+        process = subprocess.Popen([*command, f"runs_dir={tmp_path}", *QUIET], stderr=err)
+        deadline = time.monotonic() + 600  # only for a hung run
+        while "take about" not in log.read_text() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=600) == 128 + signal.SIGTERM
+    warnings = [line for line in log.read_text().splitlines() if "take about" in line]
+    assert len(warnings) == 1, log.read_text()
+    assert re.fullmatch(
+        r"vislab: warning: the \d+ epochs left of small_cnn \(timed on its first steps\) take about "
+        r"\d+ h \d\d min here: lower epochs or image_size, or choose a smaller model",
+        warnings[0],
+    ), warnings[0]
 
 
 def test_runs_never_overwrite_each_other(cli, tmp_path):

@@ -94,16 +94,18 @@ def test_typed_folders_are_checked_and_segmentation_folders_recognised(tmp_path,
 
 
 def test_the_form_means_the_same_words_as_the_cli():
-    form = ["", "built-in", "digits", "", DEFAULT_MODEL, None, None, None, None, "", ""]
+    form = ["", "built-in", "digits", "", DEFAULT_MODEL, "", None, None, None, None, "", ""]
     assert train_args(*form) == ["data=digits"]  # empty fields: what the data resolves to
-    form[5], form[9], form[10] = 3, "label_smoothing=0.1", "mine"
+    form[6], form[10], form[11] = 3, "label_smoothing=0.1", "mine"
     assert train_args(*form) == ["data=digits", "label_smoothing=0.1", "epochs=3", "name=mine"]
-    form[5] = 30  # typed, so used, even where it is also the default
+    form[6] = 30  # typed, so used, even where it is also the default
     assert "epochs=30" in train_args(*form)
-    recipe = ["cifar10_resnet20", "built-in", "cifar10", "", "resnet20", None, None, None, None, "", ""]
+    form[5] = "false"  # the pretrained switch, where set
+    assert "pretrained=false" in train_args(*form)
+    recipe = ["cifar10_resnet20", "built-in", "cifar10", "", "resnet20", "", None, None, None, None, "", ""]
     assert train_args(*recipe) == ["--config", "cifar10_resnet20", "data=cifar10", "model=resnet20"]
     # Values the config refuses are refused in its words, never replaced by a default.
-    for field, value, says in ((5, 0, "epochs"), (7, -1, "optim.lr"), (8, 0, "image_size"), (6, 0, "batch")):
+    for field, value, says in ((6, 0, "epochs"), (8, -1, "optim.lr"), (9, 0, "image_size"), (7, 0, "batch")):
         bad = list(form)
         bad[field] = value
         with pytest.raises(VislabError, match=says):
@@ -114,10 +116,10 @@ def test_the_form_means_the_same_words_as_the_cli():
         ("data_dir=/", "data_dir is the server's"),
     ):
         with pytest.raises(VislabError, match=says):
-            train_args(*form[:9], extra, "")
+            train_args(*form[:10], extra, "")
     with pytest.raises(VislabError, match="a run name is a folder name"):
-        config_of(train_args(*form[:10], "../escape"))
-    form[5], form[9] = None, "epochs=zero"
+        config_of(train_args(*form[:11], "../escape"))
+    form[6], form[10] = None, "epochs=zero"
     with pytest.raises(VislabError, match="epochs"):
         config_of(train_args(*form))
 

@@ -261,15 +261,25 @@ def test_classification_end_to_end(page, server, tmp_path):
     shoot(page, "4-predict")
 
 
-def flower_photo(folder: Path) -> Path:
-    """A real photo (one of the shared 5-class flower photos), or a test skip where absent."""
+def flower_photos(folder: Path, per_class: int) -> Path:
+    """Real photos: `per_class` of each of the shared 5 flower classes (128 px) in class folders, or a
+    test skip where absent."""
     archive = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers5-128.tar.gz"
     if not archive.is_file():
         pytest.skip(f"real test data {archive} is not present")
+    taken: dict[str, int] = {}
     with tarfile.open(archive) as tar:
-        member = next(m for m in tar if m.isfile() and m.name.lower().endswith((".jpg", ".jpeg")))
-        tar.extract(member, folder, filter="data")
-    return folder / member.name
+        for member in tar:
+            kind = Path(member.name).parent.name
+            if member.isfile() and member.name.endswith(".jpg") and taken.get(kind, 0) < per_class:
+                taken[kind] = taken.get(kind, 0) + 1
+                tar.extract(member, folder, filter="data")
+    return folder / "flowers5_128"
+
+
+def flower_photo(folder: Path) -> Path:
+    """One real photo (a flower), or a test skip where absent."""
+    return next(flower_photos(folder, 1).rglob("*.jpg"))
 
 
 def test_segmentation_end_to_end(page, server, camvid, tmp_path):
@@ -342,6 +352,27 @@ def test_the_data_tab_audits_a_folder_and_applies_its_fixes_once_confirmed(page,
     wait_for_text(page, "#setup-message", r"moved [1-9]\d* files")
     assert not leak.exists() and list((runs / "check" / "small" / "removed").rglob("leak.jpg"))
     sync_api.expect(page.locator("#apply-confirm input")).not_to_be_checked()
+
+
+def test_a_photo_folder_defaults_to_pretrained_weights_with_a_switch(page, server, tmp_path):
+    data = flower_photos(tmp_path, 4)
+    page.locator("#source").get_by_text("folder").click()
+    fill(page, "folder", data)
+    wait_for_text(page, "#command", "data=folder:")
+    resolved = wait_for_text(page, "#resolved", r"model: timm:tf_efficientnet_lite0")
+    assert re.search(r"^pretrained: true$", resolved, re.M) and re.search(r"^epochs: 5$", resolved, re.M)
+    assert "model=" not in text_of(page, "#command")  # a default, not typed
+    wait_for_text(page, "#parameters", r"the default for this data, timm:tf_efficientnet_lite0: [\d,]+ param")
+    for field, shown in (("epochs", "5"), ("batch-size", "32"), ("lr", "0.001"), ("image-size", "128")):
+        placeholder = page.locator(f"#{field} input, #{field} textarea").first
+        sync_api.expect(placeholder).to_have_attribute("placeholder", shown)
+    shoot(page, "1-data-and-model-photos")
+    page.locator("#pretrained").get_by_text("no", exact=True).click()  # the switch: from scratch
+    wait_for_text(page, "#command", r"pretrained=false")
+    wait_for_text(page, "#resolved", r"(?m)^pretrained: false$")
+    page.locator("#check-data").click()  # the estimate is the pretrained model's, before Start
+    wait_for_text(page, "#data-summary", r"5 classes")
+    wait_for_text(page, "#data-summary", r"an epoch on this machine, .* for 5 epochs")
 
 
 def test_the_data_panels_show_the_current_data_only(page, server, tmp_path, cifar_jpgs):

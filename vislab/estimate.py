@@ -69,13 +69,19 @@ def run_time_lines(config: Config, num_classes: int, channels: int, size: int, t
         f"training takes about {duration(epoch_s)} an epoch on this machine, {duration(total_s)} for "
         f"{config.epochs} epochs (timed on {TIMED_BATCH} images of {size} px; reading data not counted)"
     ]
-    if total_s > LONG_RUN_S:
-        lines.append(
-            f"vislab: warning: {config.epochs} epochs of {config.model} on {train_size:,} images at "
-            f"{size} px take about {duration(total_s)} here: lower epochs or image_size, or choose a "
-            "smaller model"
-        )
-    return lines
+    what = f"{config.epochs} epochs of {config.model} on {train_size:,} images at {size} px"
+    return lines + [line for line in [long_run_warning(what, total_s)] if line]
+
+
+def long_run_warning(what: str, seconds: float) -> str | None:
+    """The line for a run of over an hour, as Check data says it before Start and the terminal once the
+    first steps are timed (vislab.progress)."""
+    if seconds <= LONG_RUN_S:
+        return None
+    return (
+        f"vislab: warning: {what} take about {duration(seconds)} here: lower epochs or image_size, or "
+        "choose a smaller model"
+    )
 
 
 def before_start(config: Config, num_classes: int, channels: int, size: int, train_size: int) -> list[str]:

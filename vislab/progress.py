@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 
+from vislab.estimate import long_run_warning
 from vislab.files import process_identity, write_json
 
 POINTS_KEPT = 2000  # curve points kept in the file; older ones are thinned to every other one
@@ -20,10 +22,12 @@ POINTS_KEPT = 2000  # curve points kept in the file; older ones are thinned to e
 
 class LiveProgress(L.Callback):
     """Every `every_s` seconds of training, and at each epoch's end, rewrites progress.json atomically with
-    the running mean training loss since the last point, the learning rate, images/s and the ETA."""
+    the running mean training loss since the last point, the learning rate, images/s and the ETA; and
+    once the speed is timed, a warning on the terminal where what is left takes over an hour."""
 
-    def __init__(self, run_dir: Path, every_s: float = 2.0):
-        self.path, self.every_s = run_dir / "progress.json", every_s
+    def __init__(self, run_dir: Path, model: str, every_s: float = 2.0):
+        self.path, self.model, self.every_s = run_dir / "progress.json", model, every_s
+        self.timed = False  # the long-run check is done once, on the second point (the first pays set-up)
         self.points: list[dict] = []
         self.loss_sum: torch.Tensor | None = None  # on the training device: no sync per step
         self.loss_count = self.images = 0
@@ -97,6 +101,12 @@ class LiveProgress(L.Callback):
             trainer.train_dataloader.batch_size * trainer.world_size if trainer.train_dataloader else 1
         )
         eta = (epochs * batches - done) * batch_size / speed if speed else None
+        if eta is not None and len(self.points) >= 2 and not self.timed:
+            self.timed = True
+            left = f"the {epochs - trainer.current_epoch} epochs left of {self.model}"
+            line = long_run_warning(f"{left} (timed on its first steps)", eta)
+            if line:
+                print(line, file=sys.stderr, flush=True)
         write_json(
             self.path,
             {

@@ -74,7 +74,7 @@ def build_trainer(
     callbacks: list[L.Callback] = [
         epoch_log,
         guard,
-        LiveProgress(run_dir),
+        LiveProgress(run_dir, config.model),
         # Saved at the end of each training epoch, after validation and the metrics row, so that the
         # checkpoint holds the whole epoch: weights, optimizer, schedule, early-stopping and metrics history.
         # Two callbacks, best first: last.ckpt then records the best score that best.ckpt already holds.

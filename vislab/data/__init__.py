@@ -17,7 +17,7 @@ from vislab.data import (  # noqa: F401  (importing registers them)
     tiny_imagenet,
 )
 from vislab.data.images import read_images
-from vislab.data.registry import LoadRequest, dataset_path, get_dataset, registered_datasets
+from vislab.data.registry import FOLDER_PREFIX, LoadRequest, dataset_path, get_dataset, registered_datasets
 from vislab.data.splits import Splits, channel_stats
 from vislab.errors import VislabError
 
@@ -33,6 +33,13 @@ def data_dir_of(config: Config) -> Path:
 def dataset_task(name: str) -> str:
     """classification or segmentation: what the dataset's labels are for."""
     return get_dataset(name).task
+
+
+def photo_side(data: str, image_size: object = None) -> int | None:
+    """For `data` a `folder:PATH` of photos, as trained at `image_size` (None: the images' own), the side
+    they train at by default (vislab.data.folder.photo_side); else None."""
+    path = dataset_path(data) if data.startswith(FOLDER_PREFIX) else None
+    return folder.photo_side(path, image_size if isinstance(image_size, int) else None) if path else None
 
 
 def load_dataset(config: Config, image_size: int | None = None):

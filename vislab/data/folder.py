@@ -14,6 +14,7 @@ from vislab.errors import VislabError
 from vislab.memory import hold_in_memory
 
 LARGE_IMAGE_DEFAULT_SIZE = 224  # photos larger than this are resized to the usual ImageNet input size
+PHOTO_SIDE = 64  # images at least this big, as trained, are photos: ImageNet weights suit them
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
@@ -71,6 +72,25 @@ def native_size(files: list[Path], skip_bad: bool) -> int:
             if not skip_bad:
                 raise
     raise VislabError(f"no readable image among {len(files)} files in {files[0].parent.parent}")
+
+
+def photo_side(root: Path, image_size: int | None) -> int | None:
+    """The side a class-folder tree's photos train at by default (their own, at most 224 px), or None where
+    they are not photos as the run trains them: the first image's shorter side, and `image_size` where
+    given, below PHOTO_SIDE. One header is read; a folder that cannot be read is not photos (loading it
+    says why)."""
+    if image_size is not None and image_size < PHOTO_SIDE:
+        return None
+    root = root / "train" if (root / "train").is_dir() else root
+    try:
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            first = next((p for p in sorted(folder.rglob("*")) if p.is_file() and is_image_file(p)), None)
+            if first is not None:
+                side = min(native_size([first], skip_bad=False), LARGE_IMAGE_DEFAULT_SIZE)
+                return side if side >= PHOTO_SIDE else None
+    except (OSError, VislabError):
+        pass
+    return None
 
 
 def files_split(

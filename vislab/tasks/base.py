@@ -62,6 +62,9 @@ class Task:
     name: str
     default_model: str
     default_model_args: dict  # used only with the default model
+    # In place of the default model where the data are a folder of photos (vislab.data.holds_photos): a
+    # pretrained model and what fine-tuning it needs, under the values the user gave.
+    photo_defaults: dict
     defaults: dict  # config values the task starts from, under recipes and overrides
     monitor: str  # the validation metric that picks the best checkpoint
     metric_columns: list[str]  # of metrics.csv

@@ -48,23 +48,31 @@ def recipe_choices(context: Context) -> list[tuple[str, str]]:
 
 
 def defaults_shown(flat: dict) -> list[dict]:
-    """Placeholders of the hyperparameter fields: the resolved values an empty field stands for."""
+    """Placeholders of the hyperparameter fields: the resolved values an empty field stands for; and what
+    the pretrained switch's first choice stands for."""
     shown = {key: flat[key] for key in HYPERPARAMETERS}
     shown["image_size"] = shown["image_size"] or "from the data"
-    return [{"placeholder": f"{shown[key]}"} for key in HYPERPARAMETERS]
+    weights = "ImageNet weights" if flat["pretrained"] else "no pretrained weights"
+    return [{"placeholder": f"{shown[key]}"} for key in HYPERPARAMETERS] + [
+        {"info": f"as resolved: {weights} for {flat['model']}"}
+    ]
 
 
 def data_value(source: str, dataset: str, folder: str) -> str:
     return dataset if source == "built-in" else data_spec(folder)
 
 
-def train_args(recipe, source, dataset, folder, model, epochs, batch, lr, size, extra, name) -> list[str]:
+def train_args(
+    recipe, source, dataset, folder, model, pretrained, epochs, batch, lr, size, extra, name
+) -> list[str]:
     """The words after `vislab train` that the form stands for: the recipe, the data and model, and every
     hyperparameter field the user filled in, as typed (an empty field means what the recipe, data and
     model resolve to, shown as its placeholder); `config_of` refuses what the config refuses."""
     words = [f"data={data_value(source, dataset, folder)}"]
     if model and model != DEFAULT_MODEL:
         words.append(f"model={model}")
+    if pretrained:
+        words.append(f"pretrained={pretrained}")
     words += [line.strip() for line in (extra or "").splitlines() if line.strip()]
     for word in words:
         if word.split("=", 1)[0].strip() in SERVER_KEYS:  # the page writes only inside its runs folder
@@ -166,6 +174,13 @@ def build(context: Context) -> Setup:
             parameters = gr.Markdown(elem_id="parameters")
             gr.Markdown("Empty fields take what the data, model and recipe resolve to (shown in grey).")
             hints = defaults_shown(flatten(load_config().model_dump()))
+            pretrained = gr.Radio(
+                [("as resolved", ""), ("yes", "true"), ("no", "false")],
+                value="",
+                label="start from ImageNet weights (pretrained)",
+                elem_id="pretrained",
+                **hints[4],
+            )
             with gr.Row():
                 # Text, not number fields: a number field has no empty state (it sends 0).
                 epochs = gr.Textbox(label="epochs", elem_id="epochs", **hints[0])
@@ -221,7 +236,7 @@ def build(context: Context) -> Setup:
                 )
                 apply = gr.Button("Apply the audit's fixes", elem_id="apply-fixes")
 
-    form = [recipe, source, dataset, folder, model, epochs, batch, lr, size, extra, name]
+    form = [recipe, source, dataset, folder, model, pretrained, epochs, batch, lr, size, extra, name]
 
     @guarded(2, cleared=True)  # an invalid form stands for no command and no config
     def resolve(*values):
@@ -240,6 +255,7 @@ def build(context: Context) -> Setup:
             data if builtin else "digits",
             "" if builtin else data.split(":", 1)[-1],
             values.get("model", DEFAULT_MODEL),
+            "",  # pretrained: as the recipe says
             *[""] * len(HYPERPARAMETERS),
         )
 
@@ -247,12 +263,11 @@ def build(context: Context) -> Setup:
         """What each empty hyperparameter field stands for now, as its placeholder: the fields' values are
         never written here, so nothing typed is lost to a late answer."""
         try:
-            args = train_args(
-                recipe_name, source_kind, dataset_name, folder_path, model_name, *[None] * 4, extra_keys, ""
-            )
+            data = (source_kind, dataset_name, folder_path)
+            args = train_args(recipe_name, *data, model_name, "", *[None] * 4, extra_keys, "")
             flat = flatten(config_of(args).model_dump())
         except (VislabError, OSError):  # said by the config's own message, from `resolve`
-            return [gr.update()] * len(HYPERPARAMETERS)
+            return [gr.update()] * (len(HYPERPARAMETERS) + 1)
         return [gr.update(**hint) for hint in defaults_shown(flat)]
 
     @guarded(3)
@@ -286,15 +301,17 @@ def build(context: Context) -> Setup:
 
     @guarded(0)  # its line, or the error, beside the model
     def count(chosen, source_kind, dataset_name, folder_path):
-        if not chosen or chosen == DEFAULT_MODEL:
-            return ""
+        default = not chosen or chosen == DEFAULT_MODEL
+        if default:  # what the data resolves it to (for a folder of photos: a pretrained model)
+            chosen = load_config(None, [f"data={data_value(source_kind, dataset_name, folder_path)}"]).model
         chosen = resolve_model(chosen)  # FILE.py:NAME or package.module:NAME typed in: imported
         entry = registered_models().get(chosen)
         size = entry.input_size if entry else 224
         classes = folder_classes(folder_path) if source_kind == "folder" else None  # built-in: not read
         params = count_parameters(create_model(chosen, classes or 10, 3, size))
         head = f"the folder's {classes} classes" if classes else "10 classes; the head fits the data"
-        return f"{chosen}: {params:,} parameters (with {head}), designed for {size} px"
+        line = f"{chosen}: {params:,} parameters (with {head}), designed for {size} px"
+        return f"the default for this data, {line}" if default else line
 
     @guarded(0)
     def save_recipe(recipe_name, *values):
@@ -333,10 +350,10 @@ def build(context: Context) -> Setup:
         component.change(
             show_defaults,
             [recipe, source, dataset, folder, model, extra],
-            [epochs, batch, lr, size],
+            [epochs, batch, lr, size, pretrained],
             show_progress="hidden",
         )
-    recipe.change(pick_recipe, recipe, [source, dataset, folder, model, epochs, batch, lr, size])
+    recipe.change(pick_recipe, recipe, [source, dataset, folder, model, pretrained, epochs, batch, lr, size])
     upload.upload(unpack, upload, [message, source, folder])
     # What the panels showed was another data's: emptied in the browser itself the moment the data
     # changes, so a reply from the server (a Check that came after the change) can never be emptied late.
@@ -352,7 +369,7 @@ def build(context: Context) -> Setup:
     look.click(check, form, [message, summary, counts, samples])
     audit.click(run_audit, form, [message, audit_summary, audit_pictures, confirm])
     apply.click(apply_fixes, [confirm, *form], [message, audit_summary, confirm])
-    for component in (model, source, folder):  # the head's size follows the folder's classes
+    for component in (model, source, dataset, folder):  # the head and the default follow the data
         component.change(count, [model, source, dataset, folder], parameters, show_progress="hidden")
     for component in (source, dataset, folder):  # the model list follows the data's task
         component.change(

@@ -12,6 +12,7 @@ SEGMENTATION = Task(
     name="segmentation",
     default_model="deep_unet",
     default_model_args={"width": 16, "levels": 4},
+    photo_defaults={},
     # Small pixel datasets (CamVid: 367 images) need many small steps, and Adam-type optimizers
     # train U-Nets from scratch far faster than SGD (measured: docs/benchmarks.md).
     defaults={"batch_size": 8, "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001}},
