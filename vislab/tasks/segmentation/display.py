@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from threading import Lock
 
 import numpy as np
 
@@ -58,21 +59,34 @@ def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
     return shown
 
 
-@lru_cache(maxsize=2)
+KEPT_PIXELS = 50_000_000  # predicted label maps kept for the cells' pictures up to this many (50 MB)
+PIXEL_LOCK = Lock()  # one computation per split, whether a prefetch or a click asks first
+
+
 def pixel_confusions(path: str, modified: float, split: str):
-    """Per image of the split: (true, predicted) pixel counts, kept while the UI asks about cells."""
+    """Per image of the split: (true, predicted) pixel counts, and the predicted label maps where they
+    fit in KEPT_PIXELS (else None: a cell's images are predicted again), kept while the UI asks about
+    cells; computed once, whoever asks first (vislab.ui's prefetch when a run is opened, or a click)."""
+    with PIXEL_LOCK:
+        return split_pixels(path, modified, split)
+
+
+@lru_cache(maxsize=2)
+def split_pixels(path: str, modified: float, split: str):
     checkpoint = load_checkpoint(path)
     _, data = load_eval_split(checkpoint, split)
     model, meta = checkpoint.model(), checkpoint.meta
     n = len(meta.classes)
-    counts = []
+    counts, labels, pixels = [], [], 0
     for image_file, mask_file in zip(data.image_files, data.mask_files):
         image = to_tensor(open_image(image_file, 3))
-        predicted = predict_labels(model, meta, image).astype(np.int64)
+        predicted = predict_labels(model, meta, image)
         truth = read_mask(mask_file).astype(np.int64)
         valid = truth < n
         counts.append(np.bincount(truth[valid] * n + predicted[valid], minlength=n * n).reshape(n, n))
-    return data, np.stack(counts)
+        pixels += predicted.size
+        labels.append(predicted.astype(np.uint8) if n <= 256 and pixels <= KEPT_PIXELS else None)
+    return data, np.stack(counts), labels
 
 
 def confusion_images(
@@ -80,16 +94,18 @@ def confusion_images(
 ) -> list[tuple[np.ndarray, str]]:
     """The images with the most pixels of class `true` predicted as `predicted`, those pixels shown in
     the predicted class's colour over the image, after a legend that says so."""
-    data, counts = pixel_confusions(str(checkpoint.path), checkpoint.path.stat().st_mtime, split)
+    data, counts, labels = pixel_confusions(str(checkpoint.path), checkpoint.path.stat().st_mtime, split)
     order = [i for i in np.argsort(-counts[:, true, predicted]) if counts[i, true, predicted] > 0][:most]
-    meta, model = checkpoint.meta, checkpoint.model()
     if not order:
         return []
+    meta = checkpoint.meta
+    model = checkpoint.model() if any(labels[i] is None for i in order) else None
     marked = f"{meta.classes[true]} predicted as {meta.classes[predicted]}"
     pictures = [(class_legend([marked], [meta.palette[predicted]]), LEGEND)]
     for i in order:
         image = to_tensor(open_image(data.image_files[i], 3))
-        cell = (read_mask(data.mask_files[i]) == true) & (predict_labels(model, meta, image) == predicted)
+        predictions = labels[i] if labels[i] is not None else predict_labels(model, meta, image)
+        cell = (read_mask(data.mask_files[i]) == true) & (predictions == predicted)
         colour = np.asarray(meta.palette[predicted], dtype=np.uint8)
         picture = image.permute(1, 2, 0).numpy().copy()
         picture[cell] = overlay(picture[cell], np.broadcast_to(colour, picture[cell].shape), 0.7)
