@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from vislab.cli import main
-from vislab.config import read_yaml
+from vislab.config import parse_overrides, read_yaml
+from vislab.errors import VislabError
 from vislab.models import create_model, timm_models
+from vislab.sweeps import plan_sweep
 from vislab.tasks import load_config
 
 from conftest import QUIET, copy_classes, extract_archive
@@ -65,6 +67,10 @@ def test_a_photo_folder_without_a_model_fine_tunes_imagenet_weights(tmp_path, fl
     given = load_config(None, [f"data=folder:{flowers}", "pretrained=false", "epochs=2", "image_size=96"])
     assert (given.model, given.pretrained, given.epochs, given.image_size) == (LITE0, False, 2, 96)
     assert load_config(None, [f"data=folder:{flowers}", "model=resnet8"]).pretrained is False
+    sgd = load_config(None, [f"data=folder:{flowers}", "optim.name=sgd"]).optim  # the task's SGD settings
+    assert (sgd.name, sgd.lr, sgd.weight_decay) == ("sgd", 0.05, 5e-4)
+    with pytest.raises(VislabError, match="different default models"):  # a sweep compares one key only
+        plan_sweep(None, parse_overrides([f"data=folder:{flowers}", "image_size=grid(32,128)"]))
     for small in ([f"data=folder:{cifar_jpgs}"], [f"data=folder:{flowers}", "image_size=40"]):
         config = load_config(None, small)
         assert (config.model, config.pretrained, config.optim.name) == ("small_cnn", False, "sgd"), small

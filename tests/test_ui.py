@@ -18,6 +18,7 @@ from vislab.checkpoint import load_checkpoint
 from vislab.errors import VislabError
 from vislab.export import load_predictor
 from vislab.tasks import get_task, load_config
+from vislab.tasks.segmentation import display
 from vislab.ui.predict_tab import show_each
 from vislab.ui.setup_tab import DEFAULT_MODEL, config_of, folder_classes, models_for, train_args
 from vislab.ui.uploads import data_spec, unpack_zip
@@ -165,7 +166,7 @@ def test_what_the_tabs_show_comes_from_the_task(cli, tmp_path):
     assert not any("0f0f" in line for line in refused)
 
 
-def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, camvid):
+def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, camvid, monkeypatch):
     data = small_copy(camvid, tmp_path / "data", 8, 3)
     args = [
         f"data=segfolder:{data}",
@@ -195,9 +196,21 @@ def test_segmentation_shows_masks_and_the_pixels_behind_a_cell(cli, tmp_path, ca
     assert sum(caption == "colours" for item in each for _, caption in item.pictures) == 1
     shown = first
     assert abs(sum(v for k, v in shown.row.items() if k != "file") - 1) < 1e-3
+    task.prefetch_cells(checkpoint, "val")  # what the page starts as the run is shown
     pictures = task.confusion_images(checkpoint, "val", 0, 0)  # sky pixels predicted as sky
     assert pictures[0][1] == "colours"  # the legend: which colour marks the cell's pixels
     assert 0 < len(pictures) - 1 <= 3 and pictures[1][0].ndim == 3
+    # The masks predicted once for the split are what the pictures show; past the budget for keeping
+    # them, each cell predicts its images again, to the same pictures.
+    key = (str(checkpoint.path), checkpoint.path.stat().st_mtime, "val")
+    kept = display.pixel_confusions(*key)
+    assert len(kept[2]) == 3 and all(labels is not None for labels in kept[2])
+    monkeypatch.setattr(display, "KEPT_PIXELS", 0)
+    display.PASSES.clear()
+    again = task.confusion_images(checkpoint, "val", 0, 0)
+    assert all(labels is None for labels in display.pixel_confusions(*key)[2])
+    assert [c for _, c in again] == [c for _, c in pictures]
+    assert all((a == b).all() for (a, _), (b, _) in zip(again[1:], pictures[1:]))
 
 
 def test_the_model_list_follows_the_datas_task(tmp_path, camvid):

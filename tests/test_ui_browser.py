@@ -356,9 +356,10 @@ def test_the_data_tab_audits_a_folder_and_applies_its_fixes_once_confirmed(page,
 
 def test_a_photo_folder_defaults_to_pretrained_weights_with_a_switch(page, server, tmp_path):
     data = flower_photos(tmp_path, 4)
-    page.locator("#source").get_by_text("folder").click()
-    fill(page, "folder", data)
-    wait_for_text(page, "#command", "data=folder:")
+    archive = shutil.make_archive(str(tmp_path / "flowers"), "zip", data)  # as a user uploads a folder
+    page.locator("#zip input[type=file]").set_input_files(archive)
+    wait_for_text(page, "#setup-message", r"unpacked flowers\.zip into .*uploads")  # said after the change
+    wait_for_text(page, "#command", r"data=folder:.*uploads")
     resolved = wait_for_text(page, "#resolved", r"model: timm:tf_efficientnet_lite0")
     assert re.search(r"^pretrained: true$", resolved, re.M) and re.search(r"^epochs: 5$", resolved, re.M)
     assert "model=" not in text_of(page, "#command")  # a default, not typed

@@ -27,7 +27,8 @@ class LiveProgress(L.Callback):
 
     def __init__(self, run_dir: Path, model: str, every_s: float = 2.0):
         self.path, self.model, self.every_s = run_dir / "progress.json", model, every_s
-        self.timed = False  # the long-run check is done once, on the second point (the first pays set-up)
+        self.timed = False  # the long-run check: once, on this session's second point (the first pays set-up)
+        self.earlier = 0  # points of a resumed run's earlier sessions, not timed here
         self.points: list[dict] = []
         self.loss_sum: torch.Tensor | None = None  # on the training device: no sync per step
         self.loss_count = self.images = 0
@@ -38,6 +39,7 @@ class LiveProgress(L.Callback):
         if self.path.is_file():
             previous = json.loads(self.path.read_text()).get("curve", [])
             self.points = [p for p in previous if p["step"] <= trainer.global_step]
+        self.earlier = len(self.points)
         self.written_at = self.window_start = time.monotonic()
         self.write(trainer, "training")
 
@@ -101,7 +103,7 @@ class LiveProgress(L.Callback):
             trainer.train_dataloader.batch_size * trainer.world_size if trainer.train_dataloader else 1
         )
         eta = (epochs * batches - done) * batch_size / speed if speed else None
-        if eta is not None and len(self.points) >= 2 and not self.timed:
+        if eta is not None and len(self.points) - self.earlier >= 2 and not self.timed:
             self.timed = True
             left = f"the {epochs - trainer.current_epoch} epochs left of {self.model}"
             line = long_run_warning(f"{left} (timed on its first steps)", eta)

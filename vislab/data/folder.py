@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,8 +85,11 @@ def photo_side(root: Path, image_size: int | None) -> int | None:
     root = root / "train" if (root / "train").is_dir() else root
     try:
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            first = next((p for p in sorted(folder.rglob("*")) if p.is_file() and is_image_file(p)), None)
-            if first is not None:
+            names = sorted(os.listdir(folder))  # names only: a large class folder is not stat'ed
+            first = next((folder / n for n in names if is_image_file(folder / n)), None) or next(
+                (p for p in sorted(folder.rglob("*")) if p.is_file() and is_image_file(p)), None
+            )  # images only in subfolders
+            if first is not None and first.is_file():
                 side = min(native_size([first], skip_bad=False), LARGE_IMAGE_DEFAULT_SIZE)
                 return side if side >= PHOTO_SIDE else None
     except (OSError, VislabError):

@@ -72,9 +72,15 @@ def plan_sweep(
     for key, values in space.items():
         for value in samples(values):
             try:
-                train_config(config, **nested(shared | first | {key: value}))
+                trial = train_config(config, **nested(shared | first | {key: value}))
             except VislabError as error:
                 raise VislabError(f"{key}={values}: {error}") from None
+            if trial.model != base.model and "model" not in space:  # a default that follows the data
+                raise VislabError(
+                    f"{key}={values}: the trials would train different default models ({base.model}, "
+                    f"{trial.model}) with their own settings; name the model (model=...) so that only "
+                    f"{key} changes"
+                )
     columns = [c for c in get_task(base.task).metric_columns if c.startswith("val_")]
     metric = metric or base.early_stopping.monitor
     if metric not in columns:

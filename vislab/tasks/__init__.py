@@ -84,7 +84,10 @@ def resolve_config(values: dict[str, Any]) -> Config:
     if values.get("model") is None:
         side = photo_side(data_of(values), values.get("image_size")) if task.photo_defaults else None
         if side:  # the photos' own size: upsampled to the weights' 224 px they train 3x slower, no better
-            values = merge(task.photo_defaults | {"image_size": side}, values)
+            photo = task.photo_defaults | {"image_size": side}
+            if "name" in (values.get("optim") or {}):  # another optimizer: the task's settings for it
+                photo = {k: v for k, v in photo.items() if k != "optim"}
+            values = merge(photo, values)
             values["model"] = task.photo_defaults["model"]
         else:  # the default model, with its options unless the user gave some
             values = merge({"model_args": task.default_model_args}, values) | {"model": task.default_model}

@@ -62,7 +62,7 @@ class Task:
     name: str
     default_model: str
     default_model_args: dict  # used only with the default model
-    # In place of the default model where the data are a folder of photos (vislab.data.holds_photos): a
+    # In place of the default model where the data are a folder of photos (vislab.data.photo_side): a
     # pretrained model and what fine-tuning it needs, under the values the user gave.
     photo_defaults: dict
     defaults: dict  # config values the task starts from, under recipes and overrides
@@ -84,6 +84,8 @@ class Task:
     preview: Callable[[Config], Preview]
     show: Callable[[Any, list[Path], int], list[Shown]]
     confusion_images: Callable[[Checkpoint, str, int, int], list[tuple[Any, str]]]
+    # Started when a run is shown, so that its first cell click need not wait for a slow pass (None: none).
+    prefetch_cells: Callable[[Checkpoint, str], None] | None
 
 
 def eval_config(meta: ModelMeta, overrides: list[str] | None) -> Config:

@@ -4,7 +4,6 @@ behind them, and the `vislab compare` table when several runs are picked."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
@@ -17,21 +16,6 @@ from vislab.errors import VislabError
 from vislab.tasks import compare, evaluate, get_task, report
 from vislab.tasks.base import LEGEND
 from vislab.ui.common import Context, failure, guarded, run_folders
-
-# Once a run is shown, what its cells' pictures need (a segmentation split's per-image pixel counts: a
-# pass of the model over every image) is computed here in the background, before the first click.
-PREFETCH = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vislab-cells")
-
-
-def prefetch_cells(run_dir: Path, split: str) -> None:
-    def compute() -> None:
-        try:
-            checkpoint = load_checkpoint(run_dir)
-            get_task(checkpoint.meta.task).confusion_images(checkpoint, split, 0, 0)
-        except Exception:  # a click asks again, and shows its error then
-            pass
-
-    PREFETCH.submit(compute)
 
 
 def sweeps(context: Context) -> list[str]:
@@ -212,7 +196,8 @@ def build(context: Context) -> None:
         first = run_path(context, names[0])
         evaluation = confusion(first, split_name)
         pngs = sorted((first / "report").glob("*.png"))
-        task = get_task(load_checkpoint(first).meta.task)
+        checkpoint = load_checkpoint(first)
+        task = get_task(checkpoint.meta.task)
         table = confusion_view(evaluation, pixels=task.name == "segmentation")
         line = f"**{names[0]}** ({task.name}), " + task.describe_eval(evaluation)  # it names the split
         if not pngs:
@@ -225,7 +210,8 @@ def build(context: Context) -> None:
                 compared_curves = gr.update(value=str(out / "curves.png"), visible=True)
             except VislabError as error:
                 compared_text = failure(str(error))
-        prefetch_cells(first, split_name)
+        if task.prefetch_cells:  # what the cells' pictures need, in the background before a click
+            task.prefetch_cells(checkpoint, split_name)
         summary_table = {"headers": SUMMARY_COLUMNS, "data": summary_rows(first)}
         figures_value = [(str(p), figure_name(p.stem, evaluation["classes"])) for p in pngs]
         return "", line, summary_table, figures_value, table, "", [], compared_text, compared_curves

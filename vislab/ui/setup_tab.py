@@ -14,7 +14,7 @@ from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to
 from vislab.data import dataset_task, registered_datasets, with_augment_defaults
 from vislab.data.registry import shown_name
 from vislab.errors import VislabError
-from vislab.models import count_parameters, create_model, registered_models, resolve_model
+from vislab.models import count_parameters, create_model, registered_models
 from vislab.recipes import list_recipes, recipe_path
 from vislab.tasks import get_task, load_config
 from vislab.ui.audit import apply_audit, audit_data
@@ -297,21 +297,32 @@ def build(context: Context) -> Setup:
             suffix += 1
             target = target.with_name(f"{Path(file).stem}-{suffix}")
         root = unpack_zip(Path(file), target)
-        return f"unpacked into {root}", "folder", str(root)
+        unpacked[str(root)] = Path(file).name
+        return "", "folder", str(root)
 
-    @guarded(0)  # its line, or the error, beside the model
-    def count(chosen, source_kind, dataset_name, folder_path):
-        default = not chosen or chosen == DEFAULT_MODEL
-        if default:  # what the data resolves it to (for a folder of photos: a pretrained model)
-            chosen = load_config(None, [f"data={data_value(source_kind, dataset_name, folder_path)}"]).model
-        chosen = resolve_model(chosen)  # FILE.py:NAME or package.module:NAME typed in: imported
-        entry = registered_models().get(chosen)
+    unpacked: dict[str, str] = {}  # folder -> the zip unpacked into it
+
+    def said_unpacked(path):
+        """Said once the folder box shows the unpacked folder: after the panels' emptying that its change
+        sets off in the browser, which would otherwise take this line with it."""
+        return f"unpacked {unpacked[path]} into {path}" if path in unpacked else gr.update()
+
+    @guarded(0)
+    def count(*values):
+        """The model the whole form resolves to (its default follows the data: for a folder of photos, a
+        pretrained one), with its options and its parameters for the folder's classes."""
+        try:
+            config = config_of(train_args(*values))
+        except (VislabError, OSError):
+            return ""  # the config's own message says why, once
+        source_kind, folder_path, chosen = values[1], values[3], values[4]
+        entry = registered_models().get(config.model)
         size = entry.input_size if entry else 224
         classes = folder_classes(folder_path) if source_kind == "folder" else None  # built-in: not read
-        params = count_parameters(create_model(chosen, classes or 10, 3, size))
+        params = count_parameters(create_model(config.model, classes or 10, 3, size, **config.model_args))
         head = f"the folder's {classes} classes" if classes else "10 classes; the head fits the data"
-        line = f"{chosen}: {params:,} parameters (with {head}), designed for {size} px"
-        return f"the default for this data, {line}" if default else line
+        line = f"{config.model}: {params:,} parameters (with {head}), designed for {size} px"
+        return f"the default for this data, {line}" if chosen in ("", None, DEFAULT_MODEL) else line
 
     @guarded(0)
     def save_recipe(recipe_name, *values):
@@ -354,7 +365,7 @@ def build(context: Context) -> Setup:
             show_progress="hidden",
         )
     recipe.change(pick_recipe, recipe, [source, dataset, folder, model, pretrained, epochs, batch, lr, size])
-    upload.upload(unpack, upload, [message, source, folder])
+    upload.upload(unpack, upload, [message, source, folder]).then(said_unpacked, folder, message)
     # What the panels showed was another data's: emptied in the browser itself the moment the data
     # changes, so a reply from the server (a Check that came after the change) can never be emptied late.
     data_panels = [message, summary, counts, samples, audit_summary, audit_pictures, confirm]
@@ -369,8 +380,8 @@ def build(context: Context) -> Setup:
     look.click(check, form, [message, summary, counts, samples])
     audit.click(run_audit, form, [message, audit_summary, audit_pictures, confirm])
     apply.click(apply_fixes, [confirm, *form], [message, audit_summary, confirm])
-    for component in (model, source, dataset, folder):  # the head and the default follow the data
-        component.change(count, [model, source, dataset, folder], parameters, show_progress="hidden")
+    for component in (recipe, model, source, dataset, folder, extra):  # the default follows the data
+        component.change(count, form, parameters, show_progress="hidden")
     for component in (source, dataset, folder):  # the model list follows the data's task
         component.change(
             lambda *data: gr.update(choices=models_for(*data)),

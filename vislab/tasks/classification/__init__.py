@@ -48,4 +48,5 @@ CLASSIFICATION = Task(
     preview=preview,
     show=show,
     confusion_images=confusion_images,
+    prefetch_cells=None,  # scoring a split once is quick
 )

@@ -1,7 +1,7 @@
 """Semantic segmentation: one label per pixel."""
 
 from vislab.tasks.base import Task
-from vislab.tasks.segmentation.display import confusion_images, preview, show
+from vislab.tasks.segmentation.display import confusion_images, prefetch_cells, preview, show
 from vislab.tasks.segmentation.module import prepare_segmentation
 from vislab.tasks.segmentation.predict import describe_eval, evaluate, export_inputs
 from vislab.tasks.segmentation.report import build_report
@@ -59,4 +59,5 @@ SEGMENTATION = Task(
     preview=preview,
     show=show,
     confusion_images=confusion_images,
+    prefetch_cells=prefetch_cells,
 )

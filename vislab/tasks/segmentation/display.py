@@ -3,9 +3,9 @@ colour masks for new images, and the images behind a cell of the pixel confusion
 
 from __future__ import annotations
 
-from functools import lru_cache
+from concurrent.futures import Future
 from pathlib import Path
-from threading import Lock
+from threading import Lock, Thread
 
 import numpy as np
 
@@ -60,18 +60,51 @@ def show(predictor: Predictor, files: list[Path], topk: int) -> list[Shown]:
 
 
 KEPT_PIXELS = 50_000_000  # predicted label maps kept for the cells' pictures up to this many (50 MB)
-PIXEL_LOCK = Lock()  # one computation per split, whether a prefetch or a click asks first
+KEPT_SPLITS = 2  # the splits (of a checkpoint) whose per-image counts are kept
+PASSES: dict[tuple, Future] = {}  # (checkpoint, its mtime, split) -> its per-image pass, newest last
+PASSES_LOCK = Lock()
 
 
 def pixel_confusions(path: str, modified: float, split: str):
     """Per image of the split: (true, predicted) pixel counts, and the predicted label maps where they
     fit in KEPT_PIXELS (else None: a cell's images are predicted again), kept while the UI asks about
-    cells; computed once, whoever asks first (vislab.ui's prefetch when a run is opened, or a click)."""
-    with PIXEL_LOCK:
-        return split_pixels(path, modified, split)
+    cells. Computed once per checkpoint and split by whoever asks first (the prefetch when a run is
+    shown, or a click); a second asker waits for that pass, an asker of another split does not."""
+    key = (path, modified, split)
+    with PASSES_LOCK:
+        future = PASSES.get(key)
+        computes = future is None
+        if computes:
+            future = PASSES[key] = Future()
+            while len(PASSES) > KEPT_SPLITS:
+                PASSES.pop(next(iter(PASSES)))
+    if computes:
+        try:
+            future.set_result(split_pixels(*key))
+        except BaseException as error:
+            with PASSES_LOCK:
+                PASSES.pop(key, None)  # asked again later, computed again
+            future.set_exception(error)
+    return future.result()
 
 
-@lru_cache(maxsize=2)
+def prefetch_cells(checkpoint: Checkpoint, split: str) -> None:
+    """Starts the split's per-image pass in the background (a daemon thread: the server's exit does not
+    wait for it); an error is left for the click that asks, which shows it."""
+    key = (str(checkpoint.path), checkpoint.path.stat().st_mtime, split)
+    with PASSES_LOCK:
+        if key in PASSES:
+            return
+    Thread(target=lambda: suppress_errors(pixel_confusions, *key), daemon=True).start()
+
+
+def suppress_errors(function, *args) -> None:
+    try:
+        function(*args)
+    except Exception:  # the click that asks for the cell computes it again and shows the error
+        pass
+
+
 def split_pixels(path: str, modified: float, split: str):
     checkpoint = load_checkpoint(path)
     _, data = load_eval_split(checkpoint, split)
