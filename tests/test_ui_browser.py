@@ -196,6 +196,10 @@ def look_at_results(page, run_name: str, cell: tuple[int, int]) -> None:
     # Cells are coloured by their share of the row, and the chosen one is outlined.
     chosen = page.locator(f'#confusion [data-testid="cell-{row}-{column}"]')
     sync_api.expect(chosen).to_have_css("outline-style", "solid")
+    # Its count stays readable on its own shade (Gradio whitens a chosen cell's text box; the page not).
+    text_box = chosen.locator("span.text")
+    sync_api.expect(text_box).to_have_css("background-color", "rgba(0, 0, 0, 0)")
+    assert re.fullmatch(r"\d+(\.\d+%)?", text_box.inner_text().strip()), text_box.inner_text()
     colours = page.locator('#confusion [data-testid^="cell-"]').evaluate_all(
         "cells => cells.map(c => getComputedStyle(c).backgroundColor)"
     )
@@ -358,7 +362,7 @@ def test_a_photo_folder_defaults_to_pretrained_weights_with_a_switch(page, serve
     data = flower_photos(tmp_path, 4)
     archive = shutil.make_archive(str(tmp_path / "flowers"), "zip", data)  # as a user uploads a folder
     page.locator("#zip input[type=file]").set_input_files(archive)
-    wait_for_text(page, "#setup-message", r"unpacked flowers\.zip into .*uploads")  # said after the change
+    wait_for_text(page, "#zip", r"flowers\.zip: unpacked into uploads/flowers")  # said on the zip box
     wait_for_text(page, "#command", r"data=folder:.*uploads")
     resolved = wait_for_text(page, "#resolved", r"model: timm:tf_efficientnet_lite0")
     assert re.search(r"^pretrained: true$", resolved, re.M) and re.search(r"^epochs: 5$", resolved, re.M)

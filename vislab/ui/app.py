@@ -76,6 +76,11 @@ def cjk_font_face() -> tuple[str, list[str]]:
     return script, [str(font)]
 
 
+# Gradio lays a white box over a chosen cell's text; the confusion matrix's counts are drawn in white on
+# their dark shades, so a clicked cell went blank: its own colour stays.
+CSS = "#confusion .cell-selected span.text { background: transparent !important; }"
+
+
 def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
     if host not in LOOPBACK:
         print(
@@ -96,6 +101,7 @@ def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 7860, block: bool
         server_port=port,
         allowed_paths=[str(runs_dir.resolve()), *font_file],
         head=font_script,
+        css=CSS,
         max_file_size=MAX_UPLOAD,
         prevent_thread_lock=not block,
         quiet=False,

@@ -25,6 +25,7 @@ HYPERPARAMETERS = ("epochs", "batch_size", "optim.lr", "image_size")
 EMPTY_COUNTS = '{"headers": ["class", "train", "val"], "data": [], "metadata": null}'  # in the browser
 SERVER_KEYS = ("runs_dir", "data_dir")  # where the server writes: not the page's to choose
 DEFAULT_MODEL = "(the task's default)"
+UPLOAD_LABEL = "or upload a zip of class folders"
 DOWNLOAD_PROGRESS = gr.Progress(track_tqdm=True)  # a dataset download's tqdm bar, shown on the page
 
 
@@ -159,7 +160,7 @@ def build(context: Context) -> Setup:
                 label="folder (class folders, or {train,val}/{images,masks} with classes.txt)",
                 elem_id="folder",
             )
-            upload = gr.File(label="or upload a zip of class folders", file_types=[".zip"], elem_id="zip")
+            upload = gr.File(label=UPLOAD_LABEL, file_types=[".zip"], elem_id="zip")
             look = gr.Button("Check data (downloads a missing built-in dataset)", elem_id="check-data")
             audit = gr.Button("Audit: bad files, leaks, label issues (vislab check)", elem_id="audit")
         with gr.Column(scale=1):
@@ -287,25 +288,19 @@ def build(context: Context) -> Setup:
     def apply_fixes(confirmed, *values):
         return apply_audit(context.runs_dir, config_of(train_args(*values)), confirmed), "", False
 
-    @guarded(2)
+    @guarded(3)
     def unpack(file):
         if file is None:
-            return gr.update(), gr.update(), gr.update()
+            return gr.update(), gr.update(), gr.update(), gr.update()
         target = uploads_folder(context.runs_dir) / Path(file).stem
         suffix = 1
         while target.exists():
             suffix += 1
             target = target.with_name(f"{Path(file).stem}-{suffix}")
         root = unpack_zip(Path(file), target)
-        unpacked[str(root)] = Path(file).name
-        return "", "folder", str(root)
-
-    unpacked: dict[str, str] = {}  # folder -> the zip unpacked into it
-
-    def said_unpacked(path):
-        """Said once the folder box shows the unpacked folder: after the panels' emptying that its change
-        sets off in the browser, which would otherwise take this line with it."""
-        return f"unpacked {unpacked[path]} into {path}" if path in unpacked else gr.update()
+        # Said on the zip box itself: the data panels are emptied as the folder box changes.
+        said = gr.update(label=f"{Path(file).name}: unpacked into {root.parent.name}/{root.name}")
+        return "", "folder", str(root), said
 
     @guarded(0)
     def count(*values):
@@ -365,14 +360,18 @@ def build(context: Context) -> Setup:
             show_progress="hidden",
         )
     recipe.change(pick_recipe, recipe, [source, dataset, folder, model, pretrained, epochs, batch, lr, size])
-    upload.upload(unpack, upload, [message, source, folder]).then(said_unpacked, folder, message)
+    upload.upload(unpack, upload, [message, source, folder, upload])
     # What the panels showed was another data's: emptied in the browser itself the moment the data
     # changes, so a reply from the server (a Check that came after the change) can never be emptied late.
     data_panels = [message, summary, counts, samples, audit_summary, audit_pictures, confirm]
     for component in (source, dataset, folder):
         component.change(None, None, data_panels, js=f"() => ['', '', {EMPTY_COUNTS}, null, '', null, false]")
     folder.change(
-        lambda path, uploaded: None if uploaded and not unpacked_here(context, path) else gr.update(),
+        lambda path, uploaded: (
+            gr.update(value=None, label=UPLOAD_LABEL)
+            if uploaded and not unpacked_here(context, path)
+            else gr.update()
+        ),
         [folder, upload],
         upload,
         show_progress="hidden",
