@@ -291,6 +291,7 @@ def test_segmentation_end_to_end(page, server, camvid, tmp_path):
     data = small_copy(camvid, tmp_path / "camvid", 16, 4)
     page.locator("#source").get_by_text("folder").click()
     fill(page, "folder", data)
+    wait_for_text(page, "#command", "data=segfolder:")  # the change is in: its emptying cannot come later
     page.locator("#check-data").click()  # CamVid marks void pixels 11: the CLI's own line says so
     wait_for_text(
         page,

@@ -232,12 +232,15 @@ def abandoned(trial, local: bool) -> bool:
     host, _, pid = str(worker).rpartition(" ")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return trial.user_attrs.get(BOOT) != boot_id() or int(pid) == os.getpid() or not process_alive(pid)
+    boot = trial.user_attrs.get(BOOT)
+    return (boot is not None and boot != boot_id()) or int(pid) == os.getpid() or not process_alive(pid)
 
 
 def mark_mine(study, trial_id: int) -> None:
-    study._storage.set_trial_user_attr(trial_id, WORKER, this_worker())
+    # The boot first: a worker that sees the new WORKER sees its boot too (two writes, not one); the
+    # other order let a worker between them take a live trial for an earlier boot's and run it twice.
     study._storage.set_trial_user_attr(trial_id, BOOT, boot_id())
+    study._storage.set_trial_user_attr(trial_id, WORKER, this_worker())
 
 
 def counted(trials) -> list:
