@@ -18,10 +18,20 @@ LARGE_IMAGE_DEFAULT_SIZE = 224  # photos larger than this are resized to the usu
 PHOTO_SIDE = 64  # images at least this big, as trained, are photos: ImageNet weights suit them
 
 
+def train_root(root: Path) -> Path:
+    """Where a class-folder tree's training classes are: its train/ where it has one, else itself."""
+    return root / "train" if (root / "train").is_dir() else root
+
+
+def subfolders(root: Path) -> list[Path]:
+    """A folder's candidate class folders: its subfolders but hidden ones, in name order."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def class_folders(root: Path) -> dict[str, list[Path]]:
     """Class name -> its image files, for every subfolder that holds at least one image."""
     classes = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in subfolders(root):
         files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
         if files:
             classes[folder.name] = files
@@ -82,9 +92,8 @@ def photo_side(root: Path, image_size: int | None) -> int | None:
     says why)."""
     if image_size is not None and image_size < PHOTO_SIDE:
         return None
-    root = root / "train" if (root / "train").is_dir() else root
     try:
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in subfolders(train_root(root)):
             names = sorted(os.listdir(folder))  # names only: a large class folder is not stat'ed
             first = next((folder / n for n in names if is_image_file(folder / n)), None) or next(
                 (p for p in sorted(folder.rglob("*")) if p.is_file() and is_image_file(p)), None
@@ -122,8 +131,7 @@ def load_folder(request: LoadRequest) -> Splits:
         raise VislabError(f"dataset folder not found: {root}")
     if not root.is_dir():
         raise VislabError(f"dataset path is not a folder: {root}")
-    has_train = (root / "train").is_dir()
-    classes, files, labels = labelled_files(root / "train" if has_train else root)
+    classes, files, labels = labelled_files(train_root(root))
     size = request.image_size or native_size(files, request.skip_bad_images)
     in_memory = hold_in_memory(request.in_memory, len(files), 3 * size * size, size)
     skipped: list[Path] = []

@@ -3,6 +3,8 @@ see the resolved config exactly as `vislab train --print-config` would print it.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import yaml
 
 from vislab.config import Config, flatten, merge, parse_overrides, read_yaml, to_yaml
 from vislab.data import dataset_task, registered_datasets, with_augment_defaults
+from vislab.data.folder import subfolders, train_root
 from vislab.data.registry import shown_name
 from vislab.errors import VislabError
 from vislab.models import count_parameters, create_model, registered_models
@@ -133,8 +136,25 @@ def folder_classes(folder: str) -> int | None:
         names = root / "classes.txt"
         listed = names.read_text().splitlines() if names.is_file() else []
         return sum(1 for name in listed if name.strip()) or None
-    root = root / "train" if (root / "train").is_dir() else root
-    return sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) or None
+    return len(subfolders(train_root(root))) or None
+
+
+def model_line(config: Config, source_kind: str, dataset_name: str, folder_path: str, chosen: str) -> str:
+    """The model the whole form resolves to (its default follows the data: for a folder of photos, a
+    pretrained one), with its parameters for the folder's classes."""
+    entry = registered_models().get(config.model)
+    size = entry.input_size if entry else 224
+    classes = folder_classes(folder_path) if source_kind == "folder" else None  # built-in: not read
+    params = parameters_of(config.model, classes or 10, size, json.dumps(config.model_args, sort_keys=True))
+    head = f"the folder's {classes} classes" if classes else "10 classes; the head fits the data"
+    line = f"{config.model}: {params:,} parameters (with {head}), designed for {size} px"
+    return f"the default for this data, {line}" if chosen in ("", None, DEFAULT_MODEL) else line
+
+
+@functools.lru_cache(maxsize=64)
+def parameters_of(model: str, classes: int, size: int, model_args: str) -> int:
+    """Built once per model and options, not at every keystroke in the form."""
+    return count_parameters(create_model(model, classes, 3, size, **json.loads(model_args)))
 
 
 def unpacked_here(context: Context, folder: str) -> bool:
@@ -239,11 +259,16 @@ def build(context: Context) -> Setup:
 
     form = [recipe, source, dataset, folder, model, pretrained, epochs, batch, lr, size, extra, name]
 
-    @guarded(2, cleared=True)  # an invalid form stands for no command and no config
+    @guarded(3, cleared=True)  # an invalid form stands for no command, no config and no model line
     def resolve(*values):
         args = train_args(*values)
         config = config_of(args)
-        return "", "vislab train " + " ".join(args), to_yaml(with_augment_defaults(config))
+        command_line = "vislab train " + " ".join(args)
+        try:
+            line = model_line(config, *values[1:5])
+        except Exception:  # a model that cannot be built says so when the run starts, in one line
+            line = ""
+        return "", command_line, to_yaml(with_augment_defaults(config)), line
 
     def pick_recipe(chosen):
         """A recipe chosen fills the data and model fields; the hyperparameter fields are emptied, to show
@@ -303,23 +328,6 @@ def build(context: Context) -> Setup:
         return "", "folder", str(root), said
 
     @guarded(0)
-    def count(*values):
-        """The model the whole form resolves to (its default follows the data: for a folder of photos, a
-        pretrained one), with its options and its parameters for the folder's classes."""
-        try:
-            config = config_of(train_args(*values))
-        except (VislabError, OSError):
-            return ""  # the config's own message says why, once
-        source_kind, folder_path, chosen = values[1], values[3], values[4]
-        entry = registered_models().get(config.model)
-        size = entry.input_size if entry else 224
-        classes = folder_classes(folder_path) if source_kind == "folder" else None  # built-in: not read
-        params = count_parameters(create_model(config.model, classes or 10, 3, size, **config.model_args))
-        head = f"the folder's {classes} classes" if classes else "10 classes; the head fits the data"
-        line = f"{config.model}: {params:,} parameters (with {head}), designed for {size} px"
-        return f"the default for this data, {line}" if chosen in ("", None, DEFAULT_MODEL) else line
-
-    @guarded(0)
     def save_recipe(recipe_name, *values):
         if not recipe_name or not recipe_name.replace("_", "").replace("-", "").isalnum():
             return failure("a recipe name is letters, digits, - and _")
@@ -347,7 +355,7 @@ def build(context: Context) -> Setup:
 
     grid_start.click(start_grid, [grid_models, grid_lrs, grid_extra, *form], message)
 
-    outputs = [config_message, command, resolved]
+    outputs = [config_message, command, resolved, parameters]
     for component in form:
         # One queue for every field's listener: otherwise an older field's answer can land after a newer
         # one's and show a command without the latest edit (seen as a lost run name in the browser test).
@@ -379,8 +387,6 @@ def build(context: Context) -> Setup:
     look.click(check, form, [message, summary, counts, samples])
     audit.click(run_audit, form, [message, audit_summary, audit_pictures, confirm])
     apply.click(apply_fixes, [confirm, *form], [message, audit_summary, confirm])
-    for component in (recipe, model, source, dataset, folder, extra):  # the default follows the data
-        component.change(count, form, parameters, show_progress="hidden")
     for component in (source, dataset, folder):  # the model list follows the data's task
         component.change(
             lambda *data: gr.update(choices=models_for(*data)),

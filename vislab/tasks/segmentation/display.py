@@ -4,6 +4,7 @@ colour masks for new images, and the images behind a cell of the pixel confusion
 from __future__ import annotations
 
 from concurrent.futures import Future
+from contextlib import suppress
 from pathlib import Path
 from threading import Lock, Thread
 
@@ -76,8 +77,11 @@ def pixel_confusions(path: str, modified: float, split: str):
         computes = future is None
         if computes:
             future = PASSES[key] = Future()
-            while len(PASSES) > KEPT_SPLITS:
-                PASSES.pop(next(iter(PASSES)))
+            # The oldest finished passes make room; a running one stays, or the next click would start
+            # it again.
+            finished = [k for k, f in PASSES.items() if f.done()]
+            for old in finished[: max(0, len(PASSES) - KEPT_SPLITS)]:
+                PASSES.pop(old)
     if computes:
         try:
             future.set_result(split_pixels(*key))
@@ -95,14 +99,12 @@ def prefetch_cells(checkpoint: Checkpoint, split: str) -> None:
     with PASSES_LOCK:
         if key in PASSES:
             return
-    Thread(target=lambda: suppress_errors(pixel_confusions, *key), daemon=True).start()
 
+    def compute() -> None:
+        with suppress(Exception):  # the click that asks for the cell computes it again and shows the error
+            pixel_confusions(*key)
 
-def suppress_errors(function, *args) -> None:
-    try:
-        function(*args)
-    except Exception:  # the click that asks for the cell computes it again and shows the error
-        pass
+    Thread(target=compute, daemon=True).start()
 
 
 def split_pixels(path: str, modified: float, split: str):
