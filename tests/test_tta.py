@@ -34,6 +34,10 @@ def test_classifier_views_are_mirrors_and_shifts_and_probabilities_stay_probabil
     seen.clear()
     tta.TestTimeAugment(model, mirror=False)(images)  # trained without flips: no mirrored views
     assert len(seen) == 3 and not any(torch.equal(v, images.flip(-1)) for v in seen)
+    seen.clear()
+    both = tta.TestTimeAugment(model, keep_plain=True)(images)  # scored both ways in one pass of 6 views
+    assert len(seen) == 6 and both.shape == (3, 2, 5) and torch.allclose(both[:, 1], out)
+    assert torch.allclose(both[:, 0], model(images).log_softmax(1))
 
 
 @pytest.fixture(scope="module")

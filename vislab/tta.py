@@ -25,17 +25,24 @@ class TestTimeAugment(nn.Module):
     """Classifiers see the image and its mirror, each also shifted by 1/32 of its side up-left and
     down-right (six views; no shifts under 32 pixels); dense models (segmentation) see the image and its
     mirror, whose prediction is mirrored back. What kind of output the model gives decides which. Models
-    trained without flips (digits: a mirrored glyph is another glyph) get no mirrored views."""
+    trained without flips (digits: a mirrored glyph is another glyph) get no mirrored views.
+    With `keep_plain`, the output is (N, 2, ...): the input's own log-probabilities, then the augmented
+    ones, so that scoring both ways takes one pass over the views, not two."""
 
-    def __init__(self, model: nn.Module | Callable[[torch.Tensor], torch.Tensor], mirror: bool = True):
+    def __init__(
+        self,
+        model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        mirror: bool = True,
+        keep_plain: bool = False,
+    ):
         super().__init__()
-        self.model, self.mirror = model, mirror
+        self.model, self.mirror, self.keep_plain = model, mirror, keep_plain
         self.train(False)  # for prediction only
 
     @classmethod
-    def for_model(cls, model, meta: ModelMeta) -> TestTimeAugment:
+    def for_model(cls, model, meta: ModelMeta, keep_plain: bool = False) -> TestTimeAugment:
         """The views that match the model's training: mirrored only if it was trained on mirror images."""
-        return cls(model, mirror=meta.config.get("augment", {}).get("hflip") is not False)
+        return cls(model, meta.config.get("augment", {}).get("hflip") is not False, keep_plain)
 
     def views(self, inputs: torch.Tensor, dense: bool) -> list[torch.Tensor]:
         """The views besides the input itself; a mirrored one comes first."""
@@ -56,4 +63,5 @@ class TestTimeAugment(nn.Module):
             if dense and self.mirror and index == 0:  # the mirrored view's prediction, mirrored back
                 output = output.flip(-1)
             probabilities = probabilities + output.softmax(1)
-        return (probabilities / (len(views) + 1)).log()
+        augmented = (probabilities / (len(views) + 1)).log()
+        return torch.stack((first.float().log_softmax(1), augmented), 1) if self.keep_plain else augmented

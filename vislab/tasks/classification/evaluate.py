@@ -160,11 +160,11 @@ def evaluate(
     all); with `tta`, the scores are those with test-time augmentation, the gain over none beside them."""
     data = load_eval_data(checkpoint, split, overrides)
     model = checkpoint.model()
-    result = scores(checkpoint, data, collect_outputs(model, data))
-    if tta:
-        augmented = TestTimeAugment.for_model(model, checkpoint.meta)
-        result = with_tta(scores(checkpoint, data, collect_outputs(augmented, data)), result, "top1")
-    return result
+    if not tta:
+        return scores(checkpoint, data, collect_outputs(model, data))
+    both = collect_outputs(TestTimeAugment.for_model(model, checkpoint.meta, keep_plain=True), data)
+    plain, augmented = (Outputs(both.logits[:, i], both.labels, None) for i in (0, 1))
+    return with_tta(scores(checkpoint, data, augmented), scores(checkpoint, data, plain), "top1")
 
 
 def describe_eval(result: dict) -> str:
