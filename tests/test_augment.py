@@ -29,6 +29,17 @@ def test_random_crop_shifts_each_image_by_its_own_offset_within_the_padding():
     assert len(set(zip(dy.tolist(), dx.tolist()))) > 5  # per-sample, not one offset for the batch
 
 
+def test_reflect_padding_fills_the_border_with_the_image_mirrored_at_it():
+    images = ramp()
+    for reflect in (False, True):
+        cropped = random_crop_flip(images, padding=2, hflip=False, reflect=reflect)
+        padded = torch.nn.functional.pad(images.float(), (2,) * 4, mode="reflect" if reflect else "constant")
+        centres = cropped[:, 0, 8, 8].long()  # value = 16 * row + col of the source pixel
+        tops, lefts = (centres // 16 - 8 + 2).tolist(), (centres % 16 - 8 + 2).tolist()
+        expected = torch.stack([p[:, y : y + 16, x : x + 16] for p, y, x in zip(padded, tops, lefts)])
+        assert torch.equal(cropped, expected.to(torch.uint8)), reflect
+
+
 def test_hflip_mirrors_about_half_of_the_images():
     images = ramp(256)
     flipped = random_crop_flip(images, padding=0, hflip=True)

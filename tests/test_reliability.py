@@ -300,13 +300,16 @@ def test_two_runs_started_together_with_one_name_never_share_a_folder(tmp_path):
     assert sum(isinstance(o, VislabError) and "already exists" in str(o) for o in outcomes) == 7
 
 
-def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path, cifar_jpgs):
+def test_photo_augmentations_and_lookahead_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path, cifar_jpgs):
     """Random resized crop, rotation and hue draw per image from the batch's position, alternating flips
-    from the epoch: a run stopped mid-epoch and resumed ends exactly like an uninterrupted one."""
+    from the epoch; lookahead's slow weights are saved with the checkpoint; airbench's whitening bias,
+    frozen from epoch 2, is frozen again when that epoch resumes: a run stopped mid-epoch and resumed
+    ends exactly like an uninterrupted one."""
     args = [
         f"data=folder:{cifar_jpgs}",
-        "model=resnet8",
-        "model_args={width: 8}",
+        "model=airbench",
+        "model_args={widths: [8, 16, 16], whiten_bias_epochs: 1}",
+        "optim.lookahead_after=0",
         "epochs=2",
         "batch_size=16",
         "augment.crop_scale=0.5",
@@ -316,7 +319,8 @@ def test_photo_augmentations_resume_bit_for_bit_after_a_mid_epoch_stop(tmp_path,
         *QUIET,
     ]
     assert main(["train", *args, f"runs_dir={tmp_path}", "name=reference"]) == 0
-    code, err, run = stop_mid_epoch(tmp_path, args, "SIGTERM", batch=112 + 10)
+    # Step 125: a step lookahead pulls at (every 5th), whose pull the stop's checkpoint must hold.
+    code, err, run = stop_mid_epoch(tmp_path, args, "SIGTERM", batch=112 + 13)
     assert code == 143, err
-    assert position(run) == (1, 10)  # 1,800 train images / 16: 112 whole batches an epoch
+    assert position(run) == (1, 13)  # 1,800 train images / 16: 112 whole batches an epoch
     assert_resumes_like(run, tmp_path / "reference")

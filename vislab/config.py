@@ -20,7 +20,10 @@ class Section(BaseModel):
 class AugmentConfig(Section):
     """Training-time augmentation. `None` means "the dataset's default", filled in by `resolve_defaults`."""
 
-    crop_padding: int | None = None  # random crop of the native size after zero-padding by this many pixels
+    crop_padding: int | None = None  # random crop of the native size after padding by this many pixels
+    # What the padding holds: zeros (black, as torchvision's RandomCrop), or the image reflected at its
+    # border (airbench's translate).
+    crop_padding_mode: Literal["zeros", "reflect"] = "zeros"
     # Random resized crop: each image keeps a random part of at least this fraction of its area (aspect
     # 3:4 to 4:3), resized back; 0 = off. Replaces the padded crop; the default for photo-sized images.
     crop_scale: float | None = Field(None, ge=0, le=1)
@@ -47,6 +50,9 @@ class OptimConfig(Section):
     # Learning rate of BatchNorm parameters and biases / that of the weights (airbench: 64), their weight
     # decay divided by it so that decay per step stays the same.
     bias_lr_scale: float = Field(1.0, gt=0)
+    # airbench's lookahead after this many epochs (airbench: 3): every 5 steps the weights are pulled back
+    # to a slow average of themselves, harder as the run ends (vislab.lookahead). None: off.
+    lookahead_after: int | None = Field(None, ge=0)
 
 
 class SchedConfig(Section):

@@ -20,13 +20,14 @@ from vislab.config import Config, merge, read_yaml, save_config
 from vislab.distributed import RUN_DIR_ENV, agree, is_rank_zero, open_group
 from vislab.errors import RunStopped, Stopped, VislabError, describe_os_error
 from vislab.files import remove, write_json
+from vislab.lookahead import Lookahead
 from vislab.models import count_parameters, require_model_code, run_label
 from vislab.precision import legacy_auto, resolve_precision
 from vislab.progress import LiveProgress
 from vislab.resilience import RunGuard
 from vislab.runs import EpochLog, create_run_dir, environment, summarize
 from vislab.stopping import STOP
-from vislab.tasks import get_task, report, resolve_config
+from vislab.tasks import evaluate, get_task, report, resolve_config
 from vislab.tasks.finetune import BackboneFreeze, FreezeEncoderAfter
 
 
@@ -71,8 +72,12 @@ def build_trainer(
 ) -> L.Trainer:
     t = config.trainer
     stopping = config.early_stopping
+    # Lookahead pulls the weights at the end of a step: before RunGuard, whose checkpoint on a stop signal
+    # must hold the pulled weights.
+    lookahead = [Lookahead(config.optim.lookahead_after)] if config.optim.lookahead_after is not None else []
     callbacks: list[L.Callback] = [
         epoch_log,
+        *lookahead,
         guard,
         LiveProgress(run_dir, config.model),
         # Saved at the end of each training epoch, after validation and the metrics row, so that the

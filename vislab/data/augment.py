@@ -12,21 +12,26 @@ from vislab.data.randaugment import rand_augment
 from vislab.preprocess import standardise
 
 
-def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
-    """Zero-pads by `padding`, crops the original size at a random offset per image and, with `hflip`,
-    mirrors a random half of them: one gather for the whole batch."""
+def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, reflect: bool = False) -> torch.Tensor:
+    """Pads by `padding` (zeros, or with `reflect` the image mirrored at its border, as airbench), crops
+    the original size at a random offset per image and, with `hflip`, mirrors a random half of them: one
+    gather for the whole batch, the padding never materialised."""
     batch, chans, height, width = images.shape
     device = images.device
-    padded = nn.functional.pad(images, (padding,) * 4)
-    padded_width = width + 2 * padding
-    dy = torch.randint(0, 2 * padding + 1, (batch, 1, 1), device=device)
-    dx = torch.randint(0, 2 * padding + 1, (batch, 1, 1), device=device)
+    dy = torch.randint(-padding, padding + 1, (batch, 1, 1), device=device)
+    dx = torch.randint(-padding, padding + 1, (batch, 1, 1), device=device)
     cols = torch.arange(width, device=device).view(1, 1, width)
     if hflip:
         cols = torch.where(torch.rand(batch, 1, 1, device=device) < 0.5, width - 1 - cols, cols)
     rows = torch.arange(height, device=device).view(1, height, 1) + dy
-    index = (rows * padded_width + cols + dx).view(batch, 1, -1).expand(batch, chans, -1)
-    return padded.flatten(2).gather(2, index).view_as(images)
+    cols = cols + dx
+    if reflect:  # -1 -> 1, size -> size - 2: a padding smaller than the image reflects once
+        rows = (height - 1) - ((height - 1) - rows.abs()).abs()
+        cols = (width - 1) - ((width - 1) - cols.abs()).abs()
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)  # all of them when reflected
+    index = (rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)).view(batch, 1, -1)
+    cropped = images.flatten(2).gather(2, index.expand(batch, chans, -1)).view_as(images)
+    return cropped if reflect else cropped * inside.view(batch, 1, height, width)
 
 
 def random_affine(images: torch.Tensor, crop_scale: float, rotation: float, hflip: bool) -> torch.Tensor:
@@ -139,7 +144,8 @@ class BatchAugment(nn.Module):
         aug = self.augment
         random_flip = aug.hflip is True  # alternating flips come with the batch (`AlternatingFlips`)
         if (aug.crop_padding or random_flip) and not aug.crop_scale:
-            images = random_crop_flip(images, aug.crop_padding, random_flip)
+            reflect = aug.crop_padding_mode == "reflect"
+            images = random_crop_flip(images, aug.crop_padding or 0, random_flip, reflect)
         if aug.crop_scale or aug.rotation:
             flip = random_flip and bool(aug.crop_scale)  # else the padded crop above has flipped already
             images = random_affine(images, aug.crop_scale or 1.0, aug.rotation, flip)

@@ -15,14 +15,22 @@ from vislab.models.cnn import Classifier
 class Whitening(nn.Conv2d):
     """A frozen 2x2 convolution whose filters are the eigenvectors of the training images' 2x2 patch
     covariance, scaled by their inverse square-root eigenvalues (each also negated, so that the GELU after
-    it keeps both signs). `init_from_data` sets them; only the bias learns."""
+    it keeps both signs). `init_from_data` sets them; only the bias learns, and only for the first
+    `bias_epochs` epochs (all when None), as airbench's `whiten_bias_epochs`: once it is frozen, nothing
+    before the first 3x3 convolution needs a gradient and backpropagation stops there."""
 
     EPS = 5e-4
 
-    def __init__(self, in_chans: int):
+    def __init__(self, in_chans: int, bias_epochs: int | None = None):
         patch = in_chans * 2 * 2
         super().__init__(in_chans, 2 * patch, kernel_size=2, bias=True)
         self.weight.requires_grad_(False)
+        self.bias_epochs = bias_epochs
+        self.start_epoch(0)  # a bias frozen from the start is frozen before DDP wraps the model
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the training loop as each epoch (0-based) starts, a resumed one included."""
+        self.bias.requires_grad_(self.bias_epochs is None or epoch < self.bias_epochs)
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
@@ -71,11 +79,20 @@ class ScaledLinear(nn.Linear):
 
 
 @register_model(input_size=32, family="airbench")
-def airbench(num_classes: int, in_chans: int = 3, image_size: int = 32, widths: tuple = (64, 256, 256)):
-    """airbench94's network (1.97M parameters); smaller `widths` for CPUs, e.g. [32, 128, 128]."""
+def airbench(
+    num_classes: int,
+    in_chans: int = 3,
+    image_size: int = 32,
+    widths: tuple = (64, 256, 256),
+    whiten_bias_epochs: int | None = None,
+):
+    """airbench94's network (1.97M parameters); smaller `widths` for CPUs, e.g. [32, 128, 128];
+    `whiten_bias_epochs`: the epochs the whitening layer's bias trains for (airbench: 3), then frozen."""
     if image_size < 16:  # the whitening and three 2x poolings need that much
         raise VislabError(f"airbench needs images of 16 pixels or more, not {image_size} (set image_size=32)")
-    whitening = Whitening(in_chans)
+    if whiten_bias_epochs is not None and whiten_bias_epochs < 0:
+        raise VislabError(f"model_args.whiten_bias_epochs must be 0 or more, not {whiten_bias_epochs}")
+    whitening = Whitening(in_chans, whiten_bias_epochs)
     chans = [whitening.out_channels, *widths]
     groups = [conv_group(a, b) for a, b in zip(chans, chans[1:])]
     features = nn.Sequential(whitening, nn.GELU(), *groups, nn.AdaptiveMaxPool2d(1), nn.Flatten())

@@ -174,6 +174,24 @@ class TaskModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         for metric in self.train_metrics():
             metric.reset()
+        self.start_layers_epoch()
+
+    def start_layers_epoch(self) -> None:
+        """Layers whose training depends on the epoch (airbench's whitening bias, frozen after its first
+        epochs) are told which one starts. Under DDP, whose gradient buckets are fixed when it wraps the
+        model, a parameter that stops learning mid-run is refused before any step."""
+        layers = [m for m in self.model.modules() if callable(getattr(m, "start_epoch", None))]
+        before = [p.requires_grad for p in self.model.parameters()]
+        if self.trainer.world_size > 1 and layers:
+            for layer in layers:
+                layer.start_epoch(self.trainer.max_epochs - 1)
+            if [p.requires_grad for p in self.model.parameters()] != before:
+                raise VislabError(
+                    f"{self.config.model} freezes a layer part-way through the run (model_args), which "
+                    "DDP cannot follow: leave that model argument out when training on several processes"
+                )
+        for layer in layers:
+            layer.start_epoch(self.current_epoch)
 
     def model_inputs(self, images: torch.Tensor) -> torch.Tensor:
         if self.config.trainer.channels_last:
@@ -246,6 +264,7 @@ class TaskModule(L.LightningModule):
         planned = schedule_plan(self.config.model_dump(mode="json"))
         if self.resumed_plan is not None and self.resumed_plan != planned:
             replan_schedule(self.trainer, self.config.sched)
+        self.start_layers_epoch()  # an epoch resumed mid-way gets no on_train_epoch_start
 
 
 def schedule_plan(config: dict) -> dict:

@@ -35,6 +35,7 @@ SEGMENTATION = Task(
     ],
     foreign_keys={
         "augment.crop_padding": "segmentation crops with segmentation.crop_size and scale_range",
+        "augment.crop_padding_mode": "segmentation crops with segmentation.crop_size and scale_range",
         "augment.crop_scale": "segmentation crops with segmentation.crop_size and scale_range",
         "augment.hflip=alternate": "segmentation flips images and masks at random (true)",
         "augment.rotation": ONLY_CLASSIFICATION,
