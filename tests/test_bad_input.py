@@ -52,6 +52,11 @@ def test_a_run_name_is_a_name_not_a_path(cli, runs, tmp_path, name):
     assert not (runs.parent / "escape").exists()
 
 
+def test_scoring_a_test_split_the_data_has_not(cli, runs, cifar_jpgs):
+    result = train(cli, runs, f"data=folder:{cifar_jpgs / 'train'}", "test=true")
+    assert_one_line_error(result, "test=true, but folder:", "has no test split to score")
+
+
 def test_empty_folder(cli, runs, tmp_path):
     (tmp_path / "empty").mkdir()
     assert_one_line_error(train(cli, runs, f"data=folder:{tmp_path}/empty"), "no class folders with images")

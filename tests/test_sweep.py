@@ -246,6 +246,7 @@ def test_two_workers_share_one_study_in_postgresql_and_run_exactly_the_trials_as
         (["model=grid(mlp,small_cnn)", "--jobs", "0"], "--jobs 0"),
         (["model=grid(mlp,small_cnn)", "--metric", "val_miou"], "--metric val_miou: a classification run"),
         (["epochs=2"], "nothing to search"),
+        (["model=grid(mlp,small_cnn)", "test=true"], "test=true in a sweep would score every trial"),
         (["model=grid(mlp)", "--study", "../elsewhere"], "a study is named with letters"),
         (
             ["model=grid(mlp)", "--storage", "postgresql://nobody@127.0.0.1:1/none"],

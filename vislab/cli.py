@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args) -> None:
     from vislab import api
+    from vislab.distributed import is_rank_zero
 
     if args.print_config:
         from vislab.config import to_yaml
@@ -156,6 +158,9 @@ def run_train(args) -> None:
             f"{run.path}: best {metric} {summary[f'best_{metric}']:.4f} (epoch {summary['best_epoch']}), "
             f"final {summary[f'final_{metric}']:.4f}, {summary['wall_time_s']:.0f}s"
         )
+        scored = run.config.test or run.config.test_tta
+        if scored and is_rank_zero():  # what `vislab eval RUN --split test` prints; rank 0 scored it
+            print_eval(api.Metrics(json.loads((run.path / "eval_test.json").read_text())))
 
 
 def run_sweep(args) -> None:
@@ -183,13 +188,19 @@ def run_sweep(args) -> None:
 
 def run_eval(args) -> None:
     from vislab import api
-    from vislab.tasks import describe_tta
 
     metrics = api.load(args.run).evaluate(
         split=args.split, tta=args.tta, write=True, overrides=args.overrides
     )
+    print_eval(metrics)
+
+
+def print_eval(metrics) -> None:
+    """An evaluation's line, and test-time augmentation's gain where it was scored with it."""
+    from vislab.tasks import describe_tta
+
     print(metrics)
-    if args.tta:
+    if "tta" in metrics:
         print(describe_tta(metrics))
 
 

@@ -172,6 +172,10 @@ class Config(Section):
         return name
 
     report: bool = True  # write runs/<name>/report/ when training ends (vislab report RUN writes it later)
+    # When training ends, score the best checkpoint on the data's test split, as `vislab eval RUN --split
+    # test` (eval_test.json); with test_tta, with test-time augmentation too (`--tta`).
+    test: bool = False
+    test_tta: bool = False
     # A resumable checkpoint every this many minutes within long epochs (0 = only at epoch ends): what a
     # machine that vanishes without a signal (kill -9, power loss) can lose at most.
     checkpoint_every_min: float = Field(5.0, ge=0)

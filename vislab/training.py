@@ -185,16 +185,26 @@ def train(config: Config, resume: Path | None = None, callbacks: list[L.Callback
     next step with a checkpoint; after the last step, once summary.json is written (vislab.stopping)."""
     with STOP.installed():
         run_dir, global_zero = fit(config, resume, list(callbacks))
+        doing, later = "", ""
         try:
+            if (config.test or config.test_tta) and global_zero:
+                doing, later = "scoring the test split", f"score it with: {test_command(run_dir, config)}"
+                evaluate(run_dir, "test", tta=config.test_tta, write=True)
             if config.report and global_zero:
+                doing, later = "writing the report", f"write the report with: vislab report {run_dir}"
                 report(run_dir)
         except Stopped as stop:
             raise RunStopped(
-                f"stopped by {stop.name} while writing the report, after training finished (summary.json "
-                f"is written); write the report with: vislab report {run_dir}",
+                f"stopped by {stop.name} while {doing}, after training finished (summary.json is written); "
+                f"{later}",
                 exit_code=stop.exit_code,
             ) from None
     return run_dir
+
+
+def test_command(run_dir: Path, config: Config) -> str:
+    """The command that scores a run's test split as `test`/`test_tta` would have."""
+    return f"vislab eval {run_dir} --split test" + " --tta" * config.test_tta
 
 
 def fit(config: Config, resume: Path | None, callbacks: list[L.Callback] = ()) -> tuple[Path, bool]:
@@ -211,6 +221,9 @@ def fit(config: Config, resume: Path | None, callbacks: list[L.Callback] = ()) -
         task = get_task(config.task)
         prepared = task.prepare(config)
         config = prepared.config
+        if (config.test or config.test_tta) and prepared.datamodule.splits.split("test") is None:
+            key = "test_tta" if config.test_tta else "test"
+            raise VislabError(f"{key}=true, but {config.data} has no test split to score")
         make = lambda: open_run_dir(config, prepared.skipped)  # noqa: E731
         if launched:
             run_dir = agree(config, make, resume)
@@ -262,9 +275,11 @@ def fit(config: Config, resume: Path | None, callbacks: list[L.Callback] = ()) -
         ) from None
     finally:
         held = STOP.release()
-    if held is not None:  # came after the last step: the run is whole, only its report is missing
+    if held is not None:  # came after the last step: the run is whole, only its test score and report missing
         name = signal.Signals(held).name
         advice = f"write its report with: vislab report {run_dir}" if config.report else "it has no report"
+        if config.test or config.test_tta:
+            advice = f"score the test split with: {test_command(run_dir, config)}; {advice}"
         raise RunStopped(
             f"stopped by {name} after training finished; checkpoints and summary.json are written; {advice}",
             exit_code=128 + held,

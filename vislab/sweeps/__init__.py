@@ -69,6 +69,11 @@ def plan_sweep(
         )
     first = {k: samples(s)[0] for k, s in space.items()}
     base = train_config(config, **nested(shared | first))
+    if base.test or base.test_tta:
+        raise VislabError(
+            "test=true in a sweep would score every trial on the test split: trials are chosen on "
+            "validation; score the best run afterwards with: vislab eval RUN --split test"
+        )
     for key, values in space.items():
         for value in samples(values):
             try:

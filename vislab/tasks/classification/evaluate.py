@@ -28,15 +28,18 @@ from vislab.tta import TestTimeAugment
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
+    """Scores computed by one process over the whole split: never gathered across processes, so that rank 0
+    scoring the test split after a DDP run (`test=true`) does not wait for ranks that are not scoring."""
+    local = {"sync_on_compute": False}
     return MetricCollection(
         {
-            "top1": MulticlassAccuracy(num_classes, average="micro"),
-            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
-            "per_class_accuracy": MulticlassAccuracy(num_classes, average="none"),
-            "macro_precision": MulticlassPrecision(num_classes, average="macro"),
-            "macro_recall": MulticlassRecall(num_classes, average="macro"),
-            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
-            "confusion": MulticlassConfusionMatrix(num_classes),
+            "top1": MulticlassAccuracy(num_classes, average="micro", **local),
+            "top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro", **local),
+            "per_class_accuracy": MulticlassAccuracy(num_classes, average="none", **local),
+            "macro_precision": MulticlassPrecision(num_classes, average="macro", **local),
+            "macro_recall": MulticlassRecall(num_classes, average="macro", **local),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro", **local),
+            "confusion": MulticlassConfusionMatrix(num_classes, **local),
         }
     )
 
