@@ -158,8 +158,7 @@ def run_train(args) -> None:
             f"{run.path}: best {metric} {summary[f'best_{metric}']:.4f} (epoch {summary['best_epoch']}), "
             f"final {summary[f'final_{metric}']:.4f}, {summary['wall_time_s']:.0f}s"
         )
-        scored = run.config.test or run.config.test_tta
-        if scored and is_rank_zero():  # what `vislab eval RUN --split test` prints; rank 0 scored it
+        if run.config.scores_test and is_rank_zero():  # as `vislab eval RUN --split test`; rank 0 scored it
             print_eval(api.Metrics(json.loads((run.path / "eval_test.json").read_text())))
 
 

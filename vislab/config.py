@@ -176,6 +176,12 @@ class Config(Section):
     # test` (eval_test.json); with test_tta, with test-time augmentation too (`--tta`).
     test: bool = False
     test_tta: bool = False
+
+    @property
+    def scores_test(self) -> bool:
+        """Whether training ends by scoring the test split (`test`, or `test_tta`, which implies it)."""
+        return self.test or self.test_tta
+
     # A resumable checkpoint every this many minutes within long epochs (0 = only at epoch ends): what a
     # machine that vanishes without a signal (kill -9, power loss) can lose at most.
     checkpoint_every_min: float = Field(5.0, ge=0)

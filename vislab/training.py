@@ -187,7 +187,7 @@ def train(config: Config, resume: Path | None = None, callbacks: list[L.Callback
         run_dir, global_zero = fit(config, resume, list(callbacks))
         doing, later = "", ""
         try:
-            if (config.test or config.test_tta) and global_zero:
+            if config.scores_test and global_zero:
                 doing, later = "scoring the test split", f"score it with: {test_command(run_dir, config)}"
                 evaluate(run_dir, "test", tta=config.test_tta, write=True)
             if config.report and global_zero:
@@ -221,7 +221,7 @@ def fit(config: Config, resume: Path | None, callbacks: list[L.Callback] = ()) -
         task = get_task(config.task)
         prepared = task.prepare(config)
         config = prepared.config
-        if (config.test or config.test_tta) and prepared.datamodule.splits.split("test") is None:
+        if config.scores_test and prepared.datamodule.splits.split("test") is None:
             key = "test_tta" if config.test_tta else "test"
             raise VislabError(f"{key}=true, but {config.data} has no test split to score")
         make = lambda: open_run_dir(config, prepared.skipped)  # noqa: E731
@@ -278,7 +278,7 @@ def fit(config: Config, resume: Path | None, callbacks: list[L.Callback] = ()) -
     if held is not None:  # came after the last step: the run is whole, only its test score and report missing
         name = signal.Signals(held).name
         advice = f"write its report with: vislab report {run_dir}" if config.report else "it has no report"
-        if config.test or config.test_tta:
+        if config.scores_test:
             advice = f"score the test split with: {test_command(run_dir, config)}; {advice}"
         raise RunStopped(
             f"stopped by {name} after training finished; checkpoints and summary.json are written; {advice}",

@@ -28,10 +28,12 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, reflect: b
     if reflect:  # -1 -> 1, size -> size - 2: a padding smaller than the image reflects once
         rows = (height - 1) - ((height - 1) - rows.abs()).abs()
         cols = (width - 1) - ((width - 1) - cols.abs()).abs()
-    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)  # all of them when reflected
     index = (rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)).view(batch, 1, -1)
     cropped = images.flatten(2).gather(2, index.expand(batch, chans, -1)).view_as(images)
-    return cropped if reflect else cropped * inside.view(batch, 1, height, width)
+    if reflect:
+        return cropped
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)  # the rest is the zero padding
+    return cropped * inside.view(batch, 1, height, width)
 
 
 def random_affine(images: torch.Tensor, crop_scale: float, rotation: float, hflip: bool) -> torch.Tensor:

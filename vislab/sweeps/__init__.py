@@ -69,7 +69,7 @@ def plan_sweep(
         )
     first = {k: samples(s)[0] for k, s in space.items()}
     base = train_config(config, **nested(shared | first))
-    if base.test or base.test_tta:
+    if base.scores_test:
         raise VislabError(
             "test=true in a sweep would score every trial on the test split: trials are chosen on "
             "validation; score the best run afterwards with: vislab eval RUN --split test"
